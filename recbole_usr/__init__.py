@@ -1,0 +1,18 @@
+"""recbole-usr: unified semantic + ID item representations for RecBole.
+
+Importing the package first makes RecBole 1.2.1 run on the current stack
+(:mod:`recbole_usr.compat`), then registers the plugin's models with RecBole.
+"""
+
+from recbole_usr import compat  # noqa: F401  (must run before RecBole is used)
+
+__version__ = "0.1.0"
+
+
+def _register():
+    from recbole_usr.utils import register_with_recbole
+
+    register_with_recbole()
+
+
+_register()

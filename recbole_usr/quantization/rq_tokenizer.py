@@ -1,0 +1,308 @@
+"""Residual-quantisation tokenizer: text embedding -> L semantic codes per item.
+
+Follows the RQ-VAE of TIGER (Rajput et al., arXiv 2305.05065) with the per-level distance
+choice of "Unified semantic and ID representation" (Lin et al., arXiv 2502.16474): an MLP
+encoder maps an item's text embedding to a latent ``z``; L codebook levels quantise ``z``
+residually; an MLP decoder reconstructs the text embedding from the quantised vector.
+
+Residual after a cosine level (the choice this module makes). A cosine level compares the
+L2-normalised residual ``r / |r|`` with L2-normalised codewords and uses the *unit* codeword
+``e / |e|`` as its contribution; the residual passed on is ``r - e / |e|`` (the un-normalised
+residual minus the unit codeword). This follows the authors' code
+(Guanyu-Lin/Unified_Semantic_ID, ``rq_modules/rqvae.py``), which stacks cosine-similarity
+``ResidualVQ`` levels from vector-quantize-pytorch: there each level l2-normalises its input
+and its codebook, returns the normalised codeword, and the next level receives
+``residual - quantized``; the final Euclidean level receives ``z - sum(cosine codewords)``.
+Keeping it means the quantised vector is exactly the sum of what each level used, so it is
+a function of the codes alone (``embed_codes``) and ``z - quantised`` is the last residual.
+A Euclidean level uses the raw codeword and passes on ``r - e``. The losses of a cosine
+level compare the normalised residual with the unit codeword, as in that code.
+
+Gradients. ``quantized = z + (sum of used codewords - z).detach()``: its value is the sum of
+codewords, and its gradient reaches the encoder unchanged (straight-through), once, whatever
+the number of levels or the residual norms, so a downstream recommendation loss trains the
+encoder stably. Codewords learn from the codebook loss (or from EMA updates when
+``use_ema``); the encoder also learns from the commitment loss at every level.
+
+Losses are sums over features, means over items, summed over levels:
+``codebook = sum_l |sg(r_l) - e_l|^2``, ``commitment = beta * sum_l |r_l - sg(e_l)|^2``,
+``recon = |decoder(quantized) - x|^2``.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from recbole_usr.quantization.codebook_stats import codebook_statistics
+from recbole_usr.quantization.distances import get_distance, resolve_distances
+from recbole_usr.quantization.kmeans import kmeans, sample_rows
+
+
+@dataclass
+class RQOutput:
+    """Everything one forward pass produces; the losses are scalar tensors."""
+
+    quantized: torch.Tensor  # [N, semantic_dim], straight-through to ``latent``
+    latent: torch.Tensor  # [N, semantic_dim], encoder output z
+    codes: torch.Tensor  # [N, L] long
+    reconstruction: torch.Tensor  # [N, in_dim]
+    codebook_loss: torch.Tensor
+    commitment_loss: torch.Tensor
+    recon_loss: torch.Tensor
+
+    @property
+    def quantization_loss(self):
+        return self.codebook_loss + self.commitment_loss
+
+
+def mlp(sizes, dropout=0.0):
+    """Linear layers with ReLU (and dropout) between them; the last layer is linear."""
+    layers = []
+    for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(d_in, d_out))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+class CodebookLevel(nn.Module):
+    """One level of residual quantisation: K codewords compared under one distance.
+
+    Also owns the two training-time mechanisms that act per level: EMA codeword updates
+    (instead of the codebook loss) and dead-code restart. Both mutate state only in
+    training mode; ``assign`` never does.
+    """
+
+    def __init__(self, codebook_size, dim, distance="euclidean", use_ema=False, ema_decay=0.99,
+                 dead_code_steps=0, ema_eps=1e-5):
+        super().__init__()
+        self.codebook_size = codebook_size
+        self.distance = get_distance(distance)
+        self.use_ema = use_ema
+        self.ema_decay = ema_decay
+        self.ema_eps = ema_eps
+        self.dead_code_steps = dead_code_steps
+        self.codebook = nn.Parameter(torch.randn(codebook_size, dim) / dim ** 0.5, requires_grad=not use_ema)
+        # consecutive training steps each codeword went unselected
+        self.register_buffer("unused_steps", torch.zeros(codebook_size, dtype=torch.long))
+        if use_ema:
+            self.register_buffer("ema_count", torch.ones(codebook_size))
+            self.register_buffer("ema_sum", self.codebook.detach().clone())
+
+    def codewords(self):
+        """The codewords as used: unit length on a cosine level, raw on a Euclidean one."""
+        return self.distance.project(self.codebook)
+
+    def assign(self, residual):
+        """Nearest codeword index [N] for each residual row (no state change, no gradient)."""
+        with torch.no_grad():
+            return self.distance.nearest(residual, self.codebook)
+
+    @torch.no_grad()
+    def set_codewords(self, vectors, counts=None):
+        vectors = self.distance.project(vectors)
+        self.codebook.copy_(vectors)
+        self.unused_steps.zero_()
+        if self.use_ema:
+            counts = torch.ones(self.codebook_size) if counts is None else counts.float().clamp_min(1.0)
+            self.ema_count.copy_(counts)
+            self.ema_sum.copy_(vectors * counts[:, None])
+
+    def forward(self, residual):
+        """Quantise ``residual`` [N, D]: returns codes [N], used codewords [N, D] and the two losses."""
+        if self.training and self.dead_code_steps > 0:
+            self._restart_dead_codes(residual)
+        codes = self.assign(residual)
+        used = self.codewords()[codes]  # gradient reaches the codebook (unless EMA)
+        target = self.distance.project(residual)  # what the codeword is compared with
+        commitment = (target - used.detach()).pow(2).sum(-1).mean()
+        if self.use_ema:
+            codebook_loss = residual.new_zeros(())
+        else:
+            codebook_loss = (target.detach() - used).pow(2).sum(-1).mean()
+        if self.training:
+            self._count_usage(codes)
+            if self.use_ema:
+                self._ema_update(codes, target.detach())
+        return codes, used, codebook_loss, commitment
+
+    @torch.no_grad()
+    def _count_usage(self, codes):
+        used = torch.bincount(codes, minlength=self.codebook_size) > 0
+        self.unused_steps.add_(1).masked_fill_(used, 0)
+
+    @torch.no_grad()
+    def _ema_update(self, codes, target):
+        d = self.ema_decay
+        counts = torch.bincount(codes, minlength=self.codebook_size).to(target.dtype)
+        sums = torch.zeros_like(self.ema_sum).index_add_(0, codes, target)
+        self.ema_count.mul_(d).add_(counts, alpha=1 - d)
+        self.ema_sum.mul_(d).add_(sums, alpha=1 - d)
+        total = self.ema_count.sum()
+        # Laplace smoothing keeps rarely used codewords finite
+        smoothed = (self.ema_count + self.ema_eps) / (total + self.codebook_size * self.ema_eps) * total
+        self.codebook.copy_(self.distance.project(self.ema_sum / smoothed[:, None]))
+
+    @torch.no_grad()
+    def _restart_dead_codes(self, residual):
+        """Re-seed codewords unused for ``dead_code_steps`` steps from random current residuals."""
+        dead = (self.unused_steps >= self.dead_code_steps).nonzero().squeeze(1)
+        if dead.numel() == 0 or residual.shape[0] == 0:
+            return
+        rows = sample_rows(residual.shape[0], dead.numel(), None).to(residual.device)
+        new = self.distance.project(residual.detach()[rows]).to(self.codebook.dtype)
+        self.codebook[dead] = new
+        self.unused_steps[dead] = 0
+        if self.use_ema:
+            self.ema_count[dead] = 1.0
+            self.ema_sum[dead] = new
+
+
+class RQTokenizer(nn.Module):
+    """Encoder MLP -> L residual codebook levels -> decoder MLP (see the module docstring)."""
+
+    def __init__(self, in_dim, semantic_dim=64, hidden_sizes=(512, 256), n_levels=3, codebook_size=256,
+                 distances=("cosine", "cosine", "euclidean"), beta=0.25, use_ema=False, ema_decay=0.99,
+                 dead_code_steps=0, dropout=0.0):
+        super().__init__()
+        self.in_dim = in_dim
+        self.semantic_dim = semantic_dim
+        self.n_levels = n_levels
+        self.codebook_size = codebook_size
+        self.distances = resolve_distances(distances, n_levels)
+        self.beta = beta
+        hidden_sizes = list(hidden_sizes or [])
+        self.encoder = mlp([in_dim, *hidden_sizes, semantic_dim], dropout)
+        self.decoder = mlp([semantic_dim, *reversed(hidden_sizes), in_dim], dropout)
+        self.levels = nn.ModuleList(
+            CodebookLevel(codebook_size, semantic_dim, d, use_ema, ema_decay, dead_code_steps) for d in self.distances
+        )
+        self.register_buffer("initialized", torch.tensor(False))  # set by init_codebooks
+
+    @classmethod
+    def from_config(cls, config, in_dim):
+        """Build from RecBole-style config keys (``rq_*``, ``semantic_dim``); missing keys use defaults."""
+
+        def get(key, default):
+            try:
+                value = config[key]
+            except (KeyError, TypeError):
+                value = None
+            return default if value is None else value
+
+        n_levels = int(get("rq_levels", 3))
+        return cls(
+            in_dim=in_dim,
+            semantic_dim=int(get("semantic_dim", 64)),
+            hidden_sizes=[int(h) for h in get("rq_hidden_sizes", [512, 256])],
+            n_levels=n_levels,
+            codebook_size=int(get("rq_codebook_size", 256)),
+            distances=get("rq_distances", "hybrid"),
+            beta=float(get("rq_beta", 0.25)),
+            use_ema=bool(get("rq_use_ema", False)),
+            ema_decay=float(get("rq_ema_decay", 0.99)),
+            dead_code_steps=int(get("rq_dead_code_steps", 0)),
+            dropout=float(get("rq_dropout", 0.0)),
+        )
+
+    def quantize(self, latent):
+        """Residual quantisation of ``latent``: (quantized, codes, codebook_loss, commitment_loss)."""
+        residual = latent
+        total = torch.zeros_like(latent)
+        codes, cb_loss, commit_loss = [], latent.new_zeros(()), latent.new_zeros(())
+        for level in self.levels:
+            level_codes, used, cb, commit = level(residual)
+            codes.append(level_codes)
+            total = total + used
+            residual = residual - used.detach()
+            cb_loss = cb_loss + cb
+            commit_loss = commit_loss + commit
+        quantized = latent + (total - latent).detach()  # straight-through to the encoder
+        return quantized, torch.stack(codes, dim=1), cb_loss, self.beta * commit_loss
+
+    def forward(self, x):
+        latent = self.encoder(x)
+        quantized, codes, cb_loss, commit_loss = self.quantize(latent)
+        reconstruction = self.decoder(quantized)
+        recon_loss = (reconstruction - x).pow(2).sum(-1).mean()
+        return RQOutput(quantized, latent, codes, reconstruction, cb_loss, commit_loss, recon_loss)
+
+    def _eval_latent(self, x, batch_size):
+        was_training = self.training
+        self.eval()
+        try:
+            return torch.cat([self.encoder(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()
+    def init_codebooks(self, x, n_iters=20, init="kmeans++", batch_size=8192):
+        """k-means each level's codebook on that level's residuals of ``encoder(x)``, level by level."""
+        residual = self._eval_latent(x, batch_size)
+        for level in self.levels:
+            centroids, assign = kmeans(residual, self.codebook_size, level.distance, n_iters=n_iters, init=init)
+            level.set_codewords(centroids, torch.bincount(assign, minlength=self.codebook_size))
+            residual = residual - level.codewords()[level.assign(residual)]
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def encode(self, x, batch_size=8192):
+        """Semantic IDs [N, L] of ``x`` [N, in_dim] (eval path: no dropout, no state change)."""
+        residual = self._eval_latent(x, batch_size)
+        codes = []
+        for level in self.levels:
+            level_codes = level.assign(residual)
+            codes.append(level_codes)
+            residual = residual - level.codewords()[level_codes]
+        return torch.stack(codes, dim=1) if codes else residual.new_zeros(x.shape[0], 0, dtype=torch.long)
+
+    def embed_codes(self, codes):
+        """The quantised vector [N, semantic_dim] that ``codes`` [N, L] stand for (sum of used codewords)."""
+        return sum(level.codewords()[codes[:, i]] for i, level in enumerate(self.levels))
+
+    def codebook_stats(self, codes):
+        return codebook_statistics(codes, self.codebook_size)
+
+
+def fit_tokenizer(tokenizer, x, epochs, batch_size, lr, show_progress=True, seed=None, kmeans_init=True,
+                  kmeans_iters=20, weight_decay=0.0, desc="RQ tokenizer"):
+    """Train ``tokenizer`` alone on ``x`` [N, in_dim] with Adam on recon + quantisation losses.
+
+    Runs k-means initialisation first when ``kmeans_init`` and the codebooks are not yet
+    initialised. Returns one dict of mean losses per epoch. ``seed`` fixes shuffling,
+    k-means and dead-code restarts.
+    """
+    if seed is not None:
+        torch.manual_seed(seed)
+    x = x.detach().float()
+    if kmeans_init and not bool(tokenizer.initialized):
+        tokenizer.init_codebooks(x, n_iters=kmeans_iters)
+    params = [p for p in tokenizer.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    was_training = tokenizer.training
+    tokenizer.train()
+    history = []
+    bar = tqdm(range(epochs), desc=desc, disable=not show_progress, dynamic_ncols=True)
+    for _ in bar:
+        sums = {"loss": 0.0, "recon": 0.0, "codebook": 0.0, "commitment": 0.0}
+        perm = torch.randperm(x.shape[0])
+        n_batches = 0
+        for i in range(0, x.shape[0], batch_size):
+            out = tokenizer(x[perm[i:i + batch_size]])
+            loss = out.recon_loss + out.quantization_loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            for key, value in (("loss", loss), ("recon", out.recon_loss), ("codebook", out.codebook_loss),
+                               ("commitment", out.commitment_loss)):
+                sums[key] += float(value)
+            n_batches += 1
+        epoch = {k: v / max(n_batches, 1) for k, v in sums.items()}
+        history.append(epoch)
+        bar.set_postfix(loss=f"{epoch['loss']:.4f}", recon=f"{epoch['recon']:.4f}")
+    tokenizer.train(was_training)
+    return history
