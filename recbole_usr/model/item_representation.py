@@ -1,0 +1,167 @@
+"""How a sequence model turns item ids into vectors, chosen by the ``item_repr`` property.
+
+Every representation is an ``nn.Module`` whose ``forward()`` returns the whole item table
+``[n_items, dim]`` (row 0 = padding, zeros) and a dict of named auxiliary losses, so one
+table both embeds the input sequence and scores the candidates. ``describe()`` returns
+parameter counts for the log; ``epoch_statistics()`` returns numbers worth logging per epoch.
+"""
+
+from logging import getLogger
+
+import torch
+from torch import nn
+
+from recbole_usr.data.text_embedding import load_item_text_embeddings
+from recbole_usr.quantization import RQTokenizer, fit_tokenizer
+
+
+def init_id_table(embedding, initializer_range):
+    """SASRec's initialisation for an ID table; the padding row stays zero."""
+    embedding.weight.data.normal_(mean=0.0, std=initializer_range)
+    embedding.weight.data[0].zero_()
+
+
+def count_parameters(*tensors_or_modules):
+    total = 0
+    for part in tensors_or_modules:
+        if part is None:
+            continue
+        if isinstance(part, nn.Module):
+            total += sum(p.numel() for p in part.parameters())
+        else:
+            total += part.numel()
+    return total
+
+
+class IDItemEmbedding(nn.Module):
+    """A plain ID table (RecBole's SASRec): memorises, cannot generalise to unseen items."""
+
+    def __init__(self, n_items, dim, initializer_range=0.02):
+        super().__init__()
+        self.dim = dim
+        self.embedding = nn.Embedding(n_items, dim, padding_idx=0)
+        init_id_table(self.embedding, initializer_range)
+
+    def forward(self):
+        return self.embedding.weight, {}
+
+    def describe(self):
+        return {"id_table": self.embedding.weight.numel()}
+
+    def epoch_statistics(self):
+        return {}
+
+
+class UnifiedItemEmbedding(nn.Module):
+    """concat(ID embedding [id_dim], RQ-quantised text embedding [semantic_dim]) (arXiv 2502.16474).
+
+    The tokenizer reads each item's frozen sentence embedding; its codebooks are k-means
+    initialised and optionally pre-trained alone (``rq_pretrain_epochs``) before the
+    recommender starts. ``rq_train_mode: end_to_end`` keeps training it with the
+    recommendation loss plus ``rq_loss_weight`` x (codebook + commitment) and
+    ``recon_loss_weight`` x reconstruction; ``two_stage`` freezes it after pre-training.
+    ``id_dim: 0`` is semantic-only; ``use_semantic: False`` is ID-only.
+    """
+
+    def __init__(self, config, dataset):
+        super().__init__()
+        n_items = dataset.item_num
+        self.id_dim = config["id_dim"]
+        self.use_semantic = config["use_semantic"]
+        self.semantic_dim = config["semantic_dim"] if self.use_semantic else 0
+        self.dim = self.id_dim + self.semantic_dim
+        if self.dim <= 0:
+            raise ValueError("UnifiedItemEmbedding needs id_dim > 0 or use_semantic: True.")
+        self.train_mode = config["rq_train_mode"] or "end_to_end"
+        if self.train_mode not in ("end_to_end", "two_stage"):
+            raise ValueError(f"rq_train_mode must be end_to_end or two_stage, got '{self.train_mode}'.")
+        self.rq_loss_weight = config["rq_loss_weight"]
+        self.recon_loss_weight = config["recon_loss_weight"]
+
+        self.id_embedding = None
+        if self.id_dim:
+            self.id_embedding = nn.Embedding(n_items, self.id_dim, padding_idx=0)
+            init_id_table(self.id_embedding, config["initializer_range"] or 0.02)
+        self.tokenizer = None
+        if self.use_semantic:
+            text = load_item_text_embeddings(config, dataset)
+            self.register_buffer("text_embeddings", text, persistent=False)
+            self.tokenizer = RQTokenizer.from_config(config, in_dim=text.shape[1])
+            self.pretrain_tokenizer(config, text[1:])
+            if self.train_mode == "two_stage":
+                self.tokenizer.requires_grad_(False)
+        self.last_codes = None
+
+    def pretrain_tokenizer(self, config, item_text):
+        """k-means initialisation, then ``rq_pretrain_epochs`` of reconstruction + quantisation."""
+        generator_state = torch.get_rng_state()
+        fit_tokenizer(
+            self.tokenizer,
+            item_text,
+            epochs=config["rq_pretrain_epochs"] or 0,
+            batch_size=config["rq_pretrain_batch_size"] or 1024,
+            lr=config["rq_pretrain_lr"] or 1e-3,
+            show_progress=bool(config["show_progress"]),
+            seed=config["seed"],
+            kmeans_init=bool(config["rq_kmeans_init"]),
+        )
+        torch.set_rng_state(generator_state)  # keep the recommender's initialisation seed-stable
+
+    def forward(self):
+        parts, losses = [], {}
+        if self.id_embedding is not None:
+            parts.append(self.id_embedding.weight)
+        if self.tokenizer is not None:
+            frozen = self.train_mode == "two_stage" or not self.training
+            if frozen:
+                self.tokenizer.eval()
+                with torch.no_grad():
+                    out = self.tokenizer(self.text_embeddings)
+            else:
+                out = self.tokenizer(self.text_embeddings)
+                losses["rq_loss"] = self.rq_loss_weight * out.quantization_loss
+                losses["recon_loss"] = self.recon_loss_weight * out.recon_loss
+            self.last_codes = out.codes.detach()
+            padding = torch.ones_like(out.quantized[:, :1])
+            padding[0] = 0.0
+            parts.append(out.quantized * padding)
+        return torch.cat(parts, dim=-1), losses
+
+    def describe(self):
+        n_items = self.id_embedding.num_embeddings if self.id_embedding is not None else self.text_embeddings.shape[0]
+        counts = {"id_table": count_parameters(self.id_embedding)}
+        if self.tokenizer is not None:
+            counts["codebooks"] = sum(level.codewords().numel() for level in self.tokenizer.levels)
+            counts["encoder_decoder_mlp"] = count_parameters(self.tokenizer.encoder, self.tokenizer.decoder)
+        counts["item_embedding"] = counts["id_table"] + counts.get("codebooks", 0)
+        counts["id_only_64d_table"] = n_items * 64
+        return counts
+
+    def epoch_statistics(self):
+        if self.tokenizer is None:
+            return {}
+        with torch.no_grad():
+            codes = self.tokenizer.encode(self.text_embeddings[1:])
+        return self.tokenizer.codebook_stats(codes)
+
+
+def build_item_representation(config, dataset):
+    """The module named by ``item_repr`` (default ``unified``)."""
+    name = config["item_repr"] or "unified"
+    if name == "unified":
+        return UnifiedItemEmbedding(config, dataset)
+    if name == "id":
+        return IDItemEmbedding(dataset.item_num, config["hidden_size"] or 64, config["initializer_range"] or 0.02)
+    raise ValueError(f"Unknown item_repr '{name}'. Available: unified, id.")
+
+
+def log_parameter_counts(representation, logger=None):
+    """The paper's "token size": item-embedding parameters against a 64-d ID-only table."""
+    logger = logger or getLogger()
+    counts = representation.describe()
+    text = ", ".join(f"{key}={value:,}" for key, value in counts.items())
+    if "item_embedding" in counts and counts.get("id_only_64d_table"):
+        ratio = counts["item_embedding"] / counts["id_only_64d_table"]
+        text += f" -> item embedding is {ratio:.1%} of a 64-d ID table ({1 - ratio:.1%} smaller)"
+    logger.info(f"Item representation parameters: {text}")
+    return counts

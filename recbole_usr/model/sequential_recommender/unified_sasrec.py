@@ -1,0 +1,157 @@
+"""
+UnifiedSASRec
+################################################
+
+Reference:
+    Guanyu Lin et al. "Unified Semantic and ID Representation Learning for Deep
+    Recommenders." arXiv:2502.16474, 2025.
+    Wang-Cheng Kang et al. "Self-Attentive Sequential Recommendation." in ICDM 2018.
+
+SASRec whose item table is ``concat(ID embedding, RQ-quantised text embedding)``
+(:mod:`recbole_usr.model.item_representation`), trained end to end with the
+recommendation, quantisation and reconstruction losses, each logged separately.
+
+Speed: each batch is trimmed to its longest real sequence, and with
+``train_whole_sequence`` (default) the model trains on one row per user with the loss at
+every position (:mod:`recbole_usr.data.whole_sequence`), as the original SASRec does.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.model.layers import TransformerEncoder
+
+from recbole_usr.data.whole_sequence import WholeSequenceDataset
+from recbole_usr.model.item_representation import build_item_representation, log_parameter_counts
+from recbole_usr.trainer import SemanticIDTrainer
+
+
+class UnifiedSASRec(SequentialRecommender):
+    r"""SASRec over unified semantic + ID item vectors (hidden size = id_dim + semantic_dim)."""
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+
+        self.n_layers = config["n_layers"]
+        self.n_heads = config["n_heads"]
+        self.inner_size = config["inner_size"]
+        self.hidden_dropout_prob = config["hidden_dropout_prob"]
+        self.attn_dropout_prob = config["attn_dropout_prob"]
+        self.hidden_act = config["hidden_act"]
+        self.layer_norm_eps = config["layer_norm_eps"]
+        self.initializer_range = config["initializer_range"]
+        self.loss_type = config["loss_type"]
+        self.whole_sequence = config["train_whole_sequence"]
+        if self.loss_type not in ("CE", "BCE"):
+            raise NotImplementedError("Make sure 'loss_type' in ['CE', 'BCE']!")
+
+        self.item_repr = build_item_representation(config, dataset)
+        self.hidden_size = self.item_repr.dim
+        if self.hidden_size % self.n_heads:
+            raise ValueError(
+                f"hidden size {self.hidden_size} (id_dim + semantic_dim) must be divisible by n_heads={self.n_heads}."
+            )
+        self.position_embedding = nn.Embedding(self.max_seq_length, self.hidden_size)
+        self.trm_encoder = TransformerEncoder(
+            n_layers=self.n_layers,
+            n_heads=self.n_heads,
+            hidden_size=self.hidden_size,
+            inner_size=self.inner_size,
+            hidden_dropout_prob=self.hidden_dropout_prob,
+            attn_dropout_prob=self.attn_dropout_prob,
+            hidden_act=self.hidden_act,
+            layer_norm_eps=self.layer_norm_eps,
+        )
+        self.LayerNorm = nn.LayerNorm(self.hidden_size, eps=self.layer_norm_eps)
+        self.dropout = nn.Dropout(self.hidden_dropout_prob)
+
+        for module in (self.position_embedding, self.trm_encoder, self.LayerNorm):
+            module.apply(self._init_weights)  # the item representation initialises itself
+        self.parameter_counts = log_parameter_counts(self.item_repr)
+
+    def _init_weights(self, module):
+        """SASRec's initialisation."""
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
+        elif isinstance(module, nn.LayerNorm):
+            module.bias.data.zero_()
+            module.weight.data.fill_(1.0)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            module.bias.data.zero_()
+
+    def item_table(self):
+        """``([n_items, hidden], auxiliary losses)``: one table embeds inputs and scores candidates."""
+        return self.item_repr()
+
+    def encode_sequence(self, item_seq, item_table):
+        """Transformer output at every position ``[B, L', H]``, L' = the batch's longest sequence."""
+        max_len = int((item_seq != 0).sum(dim=1).max().clamp(min=1))
+        item_seq = item_seq[:, :max_len]
+        position_ids = torch.arange(max_len, dtype=torch.long, device=item_seq.device)
+        input_emb = F.embedding(item_seq, item_table) + self.position_embedding(position_ids).unsqueeze(0)
+        input_emb = self.dropout(self.LayerNorm(input_emb))
+        attention_mask = self.get_attention_mask(item_seq)
+        return self.trm_encoder(input_emb, attention_mask, output_all_encoded_layers=True)[-1]
+
+    def forward(self, item_seq, item_seq_len, item_table=None):
+        if item_table is None:
+            item_table, _ = self.item_table()
+        output = self.encode_sequence(item_seq, item_table)
+        return self.gather_indexes(output, item_seq_len - 1)  # [B H]
+
+    def training_targets(self, item_seq, item_seq_len, pos_items):
+        """Next item at every position ``[B, L']`` and the mask of real positions.
+
+        With whole sequences, position t predicts item t+1 and the last real position the
+        row's target; otherwise only the last real position counts (RecBole's prefixes).
+        """
+        max_len = int(item_seq_len.max())
+        positions = torch.arange(max_len, device=item_seq.device).unsqueeze(0)
+        last = (item_seq_len - 1).unsqueeze(1)
+        targets = torch.zeros_like(item_seq[:, :max_len])
+        targets[:, : max_len - 1] = item_seq[:, 1:max_len]
+        targets = targets.scatter(1, last, pos_items.unsqueeze(1))
+        mask = positions <= last if self.whole_sequence else positions == last
+        return targets, mask
+
+    def calculate_loss(self, interaction):
+        item_seq = interaction[self.ITEM_SEQ]
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        pos_items = interaction[self.POS_ITEM_ID]
+        item_table, aux_losses = self.item_table()
+        output = self.encode_sequence(item_seq, item_table)
+        targets, mask = self.training_targets(item_seq, item_seq_len, pos_items)
+        hidden = output[mask]  # [N real positions, H]
+        targets = targets[mask]
+        if self.loss_type == "CE":
+            logits = hidden @ item_table.t()
+            logits[:, 0] = float("-inf")  # never predict padding
+            rec_loss = F.cross_entropy(logits, targets)
+        else:  # BCE with one uniformly sampled negative per position
+            negatives = torch.randint(1, self.n_items, targets.shape, device=targets.device)
+            pos_score = (hidden * item_table[targets]).sum(-1)
+            neg_score = (hidden * item_table[negatives]).sum(-1)
+            rec_loss = F.softplus(-pos_score).mean() + F.softplus(neg_score).mean()
+        return (rec_loss, *aux_losses.values())
+
+    def predict(self, interaction):
+        item_seq = interaction[self.ITEM_SEQ]
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        test_item = interaction[self.ITEM_ID]
+        item_table, _ = self.item_table()
+        seq_output = self.forward(item_seq, item_seq_len, item_table)
+        return (seq_output * item_table[test_item]).sum(dim=1)  # [B]
+
+    def full_sort_predict(self, interaction):
+        item_seq = interaction[self.ITEM_SEQ]
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        item_table, _ = self.item_table()
+        seq_output = self.forward(item_seq, item_seq_len, item_table)
+        return seq_output @ item_table.t()  # [B n_items]
+
+
+# RecBole finds these by name (recbole_usr.utils.register_with_recbole).
+UnifiedSASRecDataset = WholeSequenceDataset
+UnifiedSASRecTrainer = SemanticIDTrainer
