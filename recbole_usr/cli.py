@@ -22,7 +22,7 @@ def parse_args(argv=None):
         if key in overrides and overrides[key] != value:
             parser.error(f"--{key} given twice with different values")
         overrides[key] = value  # RecBole's Config converts strings exactly as on its command line
-    config_files = args.config_files.strip().split(" ") if args.config_files else None
+    config_files = args.config_files.split() if args.config_files else None
     return args, config_files, overrides
 
 

@@ -32,7 +32,7 @@ def get_model(model_name):
             return getattr(module, model_name)
     try:
         return recbole_get_model(model_name)
-    except ValueError:
+    except (ValueError, ImportError):  # an unknown name makes RecBole import its optional exlib deps
         raise ValueError(
             f"Unknown model '{model_name}': not a recbole-usr model ({', '.join(plugin_model_names())}) "
             "nor a RecBole model (see recbole.model)."

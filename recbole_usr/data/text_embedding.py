@@ -8,8 +8,8 @@ is the mean embedding of the items that have text, a neutral point that neither 
 nor yields NaN; a warning gives the count.
 
 The cache holds every item of the ``.item`` file by raw token, so it survives changes of
-filtering; its file name carries a hash of the dataset, the text fields, the encoder and
-the text format version.
+filtering; its file name carries a hash of the dataset, the text fields, the encoder, the
+text format version and the ``.item`` file's content.
 """
 
 import hashlib
@@ -60,8 +60,19 @@ def encode_texts(texts, encoder_name, batch_size=128, device="cpu", show_progres
     return np.asarray(vectors, dtype=np.float32)
 
 
-def cache_file(cache_dir, dataset, text_fields, encoder_name):
-    key = repr((dataset, list(text_fields), encoder_name, TEXT_FORMAT_VERSION))
+def file_digest(path):
+    """Content hash of the ``.item`` file, so an edited file never serves stale embeddings."""
+    if not os.path.isfile(path):
+        return None
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_file(cache_dir, dataset, text_fields, encoder_name, item_file_digest=None):
+    key = repr((dataset, list(text_fields), encoder_name, TEXT_FORMAT_VERSION, item_file_digest))
     digest = hashlib.sha1(key.encode()).hexdigest()[:10]
     encoder_tag = re.sub(r"[^A-Za-z0-9]+", "-", os.path.basename(encoder_name.rstrip("/")))
     return os.path.join(cache_dir, f"{dataset}.text-emb.{encoder_tag}.{digest}.npz")
@@ -74,7 +85,8 @@ def catalogue_embeddings(config, show_progress=True):
     text_fields = list(config["text_fields"] or [])
     encoder_name = config["text_encoder"] or "all-MiniLM-L6-v2"
     cache_dir = config["text_cache_dir"] or os.path.join("dataset", dataset)
-    path = cache_file(cache_dir, dataset, text_fields, encoder_name)
+    item_file = os.path.join(config["data_path"], f"{dataset}.item")
+    path = cache_file(cache_dir, dataset, text_fields, encoder_name, file_digest(item_file))
     if os.path.isfile(path):
         with np.load(path, allow_pickle=False) as cached:
             logger.info(f"Text embeddings: cache hit {path}")

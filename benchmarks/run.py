@@ -1,0 +1,177 @@
+"""Run the comparisons through the plugin's own CLI and write one JSON per run.
+
+    python -m benchmarks.run --quick                      # ml-100k, few epochs, 1 seed (< 20 min on 2 CPU cores)
+    python -m benchmarks.run --suite main --datasets Amazon_Beauty --epochs 200 --seeds 2020 2021 2022
+    python -m benchmarks.run --suite cost --datasets Amazon_Beauty --epochs 1
+
+Every run is a subprocess of ``run_recbole_usr.py`` (so its peak memory is its own) and
+leaves ``benchmarks/results/<suite>-<dataset>-<label>-<mode>-s<seed>.json`` holding the
+command, git commit, seed, machine, wall time, per-epoch training time and metrics.
+``python -m benchmarks.report`` turns them into ``benchmarks/RESULTS.md`` and plots.
+The device follows RecBole's ``use_gpu`` (a CUDA GPU is used when present).
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS_DIR = os.path.join(ROOT, "benchmarks", "results")
+
+# label -> (model, property overrides). Same split, same evaluator, same run.
+MAIN_ROWS = {
+    "SASRec (RecBole, CE)": ("SASRec", {}),
+    "BERT4Rec (RecBole)": ("BERT4Rec", {}),
+    "TIGER (ours)": ("TIGER", {}),
+    "UnifiedSASRec ID-only": ("UnifiedSASRec", {"use_semantic": False, "id_dim": 64}),
+    "UnifiedSASRec semantic-only": ("UnifiedSASRec", {"id_dim": 0}),
+    "UnifiedSASRec unified": ("UnifiedSASRec", {}),
+}
+ABLATIONS = {
+    "id_dim": [("UnifiedSASRec", {"id_dim": d, "n_heads": 1 if d in (4, 8, 16, 32) else 2}) for d in (0, 4, 8, 16, 32, 64)],
+    "codebook_size": [("UnifiedSASRec", {"rq_codebook_size": k}) for k in (64, 128, 256, 512)],
+    "train_mode": [("UnifiedSASRec", {"rq_train_mode": m}) for m in ("end_to_end", "two_stage")],
+}
+COST_ROWS = {"SASRec (RecBole, CE)": ("SASRec", {}), "UnifiedSASRec unified": ("UnifiedSASRec", {})}
+MODES = {"full": {}, "uni99": {"eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "uni99"}}}
+
+
+def machine_name():
+    """GPU name when CUDA is used, else the CPU model."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit():
+    try:
+        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def slug(text):
+    return "".join(c if c.isalnum() else "-" for c in text).strip("-").lower()
+
+
+def run_one(suite, dataset, label, model, overrides, mode, seed, epochs, extra):
+    """One training run in its own process; returns the path of its results JSON."""
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    name = f"{suite}-{slug(dataset)}-{slug(label)}-{mode}-s{seed}"
+    out = os.path.join(RESULTS_DIR, name + ".json")
+    raw = os.path.join(RESULTS_DIR, name + ".raw.tmp")
+    props = {**overrides, **MODES[mode], "seed": seed, "epochs": epochs, "show_progress": False, **extra}
+    command = [sys.executable, "run_recbole_usr.py", f"--model={model}", f"--dataset={dataset}",
+               f"--results_file={raw}"] + [f"--{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in props.items()]
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="4294967296", MALLOC_TRIM_THRESHOLD_="4294967296")
+    print(f"[benchmarks] {label} on {dataset} ({mode}, seed {seed}) ...", flush=True)
+    start = time.time()
+    completed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.time() - start
+    record = {
+        "suite": suite, "label": label, "model": model, "dataset": dataset, "mode": mode, "seed": seed,
+        "overrides": overrides, "command": " ".join(command[1:]).replace(raw, "RESULTS.json"),
+        "git_commit": git_commit(), "machine": machine_name(), "wall_seconds": wall,
+        "returncode": completed.returncode,
+    }
+    if completed.returncode == 0 and os.path.isfile(raw):
+        with open(raw) as f:
+            record.update(json.load(f))
+        os.unlink(raw)
+    else:
+        record["error"] = completed.stderr[-3000:]
+        print(f"[benchmarks]   FAILED ({completed.returncode}): {completed.stderr[-500:]}", flush=True)
+    with open(out, "w") as f:
+        json.dump(record, f, indent=2, default=float)
+    return out
+
+
+def plan(args):
+    """(suite, label, model, overrides, mode) tuples for the requested suites."""
+    runs = []
+    if "main" in args.suites:
+        for label, (model, overrides) in MAIN_ROWS.items():
+            if args.models and model not in args.models:
+                continue
+            for mode in args.modes:
+                runs.append(("main", label, model, overrides, mode))
+    if "ablation" in args.suites:
+        for axis, variants in ABLATIONS.items():
+            for model, overrides in variants:
+                label = f"{axis}={list(overrides.values())[0]}"
+                runs.append((f"ablation_{axis}", label, model, overrides, "full"))
+    if "cost" in args.suites:
+        for label, (model, overrides) in COST_ROWS.items():
+            runs.append(("cost", label, model, {**overrides, "eval_step": 1000}, "full"))
+    return runs
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="ml-100k, 3 epochs, 1 seed, all suites")
+    parser.add_argument("--suites", nargs="+", default=["main"], choices=["main", "ablation", "cost", "tokenizer"])
+    parser.add_argument("--datasets", nargs="+", default=["Amazon_Beauty"])
+    parser.add_argument("--modes", nargs="+", default=["full", "uni99"], choices=list(MODES))
+    parser.add_argument("--models", nargs="+", default=None, help="only these models of the main table")
+    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[2020])
+    parser.add_argument("--set", nargs="*", default=[], help="extra key=value properties for every run")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.datasets, args.epochs, args.seeds = ["ml-100k"], 3, args.seeds[:1]
+        args.suites = ["main", "cost", "tokenizer"]
+        args.modes = ["full"]
+    extra = dict(item.split("=", 1) for item in args.set)
+    for dataset in args.datasets:
+        if "tokenizer" in args.suites:
+            tokenizer_suite(dataset, quick=args.quick)
+        for seed in args.seeds:
+            for suite, label, model, overrides, mode in plan(args):
+                epochs = 1 if suite == "cost" and not args.quick else args.epochs
+                run_one(suite, dataset, label, model, overrides, mode, seed, epochs, extra)
+    from benchmarks.report import write_report
+
+    print(f"[benchmarks] wrote {write_report()}")
+
+
+def tokenizer_suite(dataset, quick=False):
+    """Paper Table 1 via ``python -m recbole_usr.tokenize`` (its JSON lands in results/)."""
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    out_dir = os.path.join(ROOT, "saved", "tokenizer", dataset)
+    command = [sys.executable, "-m", "recbole_usr.tokenize", f"--dataset={dataset}", f"--tokenizer_output_dir={out_dir}"]
+    if quick:
+        command.append("--tokenizer_epochs=20")
+    print(f"[benchmarks] tokenizer table on {dataset} ...", flush=True)
+    start = time.time()
+    completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    record = {"suite": "tokenizer", "dataset": dataset, "command": " ".join(command[1:]),
+              "git_commit": git_commit(), "machine": machine_name(), "wall_seconds": time.time() - start,
+              "returncode": completed.returncode}
+    stats_file = os.path.join(out_dir, "stats.json")
+    if completed.returncode == 0 and os.path.isfile(stats_file):
+        with open(stats_file) as f:
+            record["schemes"] = json.load(f)
+    else:
+        record["error"] = completed.stderr[-3000:]
+    with open(os.path.join(RESULTS_DIR, f"tokenizer-{slug(dataset)}.json"), "w") as f:
+        json.dump(record, f, indent=2, default=float)
+
+
+if __name__ == "__main__":
+    main()

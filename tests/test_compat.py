@@ -1,0 +1,99 @@
+"""RecBole 1.2.1 on numpy 2 / torch >= 2.6 / setuptools >= 82, and a full train-save-reload cycle."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from recbole.trainer import Trainer
+
+from conftest import CHECKOUT_ROOT, SMALL_SASREC
+from recbole_usr import compat
+from recbole_usr.quick_start import load_data_and_model, run
+
+FRESH_IMPORT = """
+import json, os, sys
+import numpy as np
+before = {name: name in np.__dict__ for name in ("float_", "complex_", "unicode_", "bool8")}
+import recbole_usr, recbole_usr.quick_start, recbole_usr.cli
+from recbole.config import Config
+print(json.dumps({
+    "before": before,
+    "aliases": {name: getattr(np, name).__name__ for name in ("float_", "complex_", "unicode_", "bool8")},
+    "env": os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"),
+    "ray": sorted(m for m in sys.modules if m == "ray" or m.startswith("ray.")),
+    "recbole_quick_start": "recbole.quick_start" in sys.modules,
+}))
+"""
+
+
+def test_fresh_import_patches_numpy_and_torch_load_without_ray():
+    env = {k: v for k, v in os.environ.items() if k != "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHECKOUT_ROOT), env.get("PYTHONPATH")]))
+    done = subprocess.run([sys.executable, "-c", FRESH_IMPORT], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["aliases"] == {"float_": "float64", "complex_": "complex128", "unicode_": "str_",
+                                 "bool8": "bool"}
+    assert report["env"] == "1"
+    assert report["ray"] == []
+    assert report["recbole_quick_start"] is False
+
+
+def test_aliases_in_this_process():
+    assert np.float_ is np.float64
+    assert np.complex_ is np.complex128
+    assert np.unicode_ is np.str_
+    assert np.bool8 is np.bool_
+
+
+def test_torch_load_setting_respects_the_user(monkeypatch):
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "0")
+    compat.patch_torch_load()
+    assert os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] == "0"
+    monkeypatch.delenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+    compat.patch_torch_load()
+    assert os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] == "1"
+
+
+def tiny_run(tiny, checkpoint_dir):
+    return run(
+        "SASRec",
+        tiny.name,
+        config_file_list=[str(tiny.yaml_path)],
+        config_dict=tiny.config_dict(checkpoint_dir=str(checkpoint_dir), **SMALL_SASREC),
+    )
+
+
+def test_train_save_reload_evaluate_gives_the_same_metrics(tiny_dataset, tmp_path):
+    result = tiny_run(tiny_dataset, tmp_path / "saved")
+    model_file = result["model_file"]
+    assert os.path.isfile(model_file)
+    assert os.path.dirname(model_file) == str(tmp_path / "saved")
+    assert len(result["train_epoch_seconds"]) == 1
+    assert set(result["test_result"]) == {f"{m}@{k}" for m in ("recall", "mrr", "ndcg", "hit") for k in (5, 10)}
+
+    # RecBole's own checkpoint (it pickles the Config) loads with torch's default weights_only
+    checkpoint = torch.load(model_file, map_location="cpu")
+    assert checkpoint["config"]["model"] == "SASRec"
+
+    config, model, dataset, train_data, valid_data, test_data = load_data_and_model(model_file)
+    assert config["hidden_size"] == SMALL_SASREC["hidden_size"]
+    assert dataset.item_num == 13 and dataset.user_num == 31
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, checkpoint["state_dict"][name]), name
+
+    reloaded = Trainer(config, model).evaluate(test_data, load_best_model=False, show_progress=False)
+    assert dict(reloaded) == pytest.approx(result["test_result"], abs=1e-9)
+
+
+def test_two_runs_keep_distinct_checkpoints(tiny_dataset, tmp_path):
+    saved = tmp_path / "saved"
+    first = tiny_run(tiny_dataset, saved)
+    second = tiny_run(tiny_dataset, saved)  # well within the same second's naming of RecBole
+    assert first["model_file"] != second["model_file"]
+    assert sorted(os.listdir(saved)) == sorted(os.path.basename(r["model_file"]) for r in (first, second))

@@ -1,0 +1,194 @@
+"""UnifiedSASRec: masking, trimming, whole-sequence loss, ablations, training, reload."""
+
+import numpy as np
+import pytest
+import torch
+from recbole.data import create_dataset, data_preparation
+from recbole.data.interaction import Interaction
+from recbole.utils import init_seed
+
+from recbole_usr.data.whole_sequence import whole_sequence_row_indices
+from recbole_usr.model.sequential_recommender.unified_sasrec import UnifiedSASRec
+from recbole_usr.quick_start import build_config, load_data_and_model, run
+from recbole_usr.trainer import SemanticIDTrainer
+
+SMALL_UNIFIED = {
+    "n_layers": 1,
+    "n_heads": 2,
+    "inner_size": 32,
+    "id_dim": 8,
+    "semantic_dim": 16,
+    "rq_hidden_sizes": [32],
+    "rq_levels": 2,
+    "rq_distances": ["cosine", "euclidean"],
+    "rq_codebook_size": 4,
+    "rq_pretrain_epochs": 3,
+    "train_batch_size": 16,
+    "eval_batch_size": 64,
+    "show_progress": False,
+    "state": "WARNING",
+    "epochs": 1,
+}
+
+
+def build(tiny_dataset, **overrides):
+    config = build_config(
+        "UnifiedSASRec",
+        tiny_dataset.name,
+        config_file_list=[str(tiny_dataset.yaml_path)],
+        config_dict=tiny_dataset.config_dict(**{**SMALL_UNIFIED, **overrides}),
+    )
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    model = UnifiedSASRec(config, train_data._dataset)
+    return config, model, train_data, valid_data, test_data
+
+
+def sequences(rows, max_len=10):
+    """Left-aligned, zero-padded item sequences (RecBole's layout)."""
+    seq = torch.zeros(len(rows), max_len, dtype=torch.long)
+    for i, row in enumerate(rows):
+        seq[i, : len(row)] = torch.tensor(row)
+    return seq, torch.tensor([len(row) for row in rows])
+
+
+def test_whole_sequence_rows_cover_every_target_once():
+    # user a: 5 prefixes, user b: 2, user c: 7, max_len 3 -> windows end at the last prefix
+    # and every 3rd before it.
+    users = ["a"] * 5 + ["b"] * 2 + ["c"] * 7
+    kept = whole_sequence_row_indices(users, max_len=3)
+    assert kept.tolist() == [1, 4, 6, 7, 10, 13]
+
+
+def test_whole_sequence_rows_reject_interleaved_users():
+    with pytest.raises(ValueError):
+        whole_sequence_row_indices(["a", "b", "a"], max_len=3)
+
+
+def test_training_split_has_one_row_per_user(shared_encoder, tiny_dataset):
+    _, _, train_data, _, _ = build(tiny_dataset)
+    users = train_data._dataset.inter_feat["user_id"].numpy()
+    assert len(users) == len(np.unique(users)) == 30
+    # each user has 6 interactions: 4 training targets -> longest prefix has 3 items
+    assert set(train_data._dataset.inter_feat["item_length"].tolist()) == {3}
+
+
+def test_padding_never_changes_real_positions(shared_encoder, tiny_dataset):
+    _, model, *_ = build(tiny_dataset)
+    model.eval()
+    table, _ = model.item_table()
+    seq, lengths = sequences([[1, 2, 3], [4, 5, 6, 7, 8]])
+    base = model.encode_sequence(seq, table)
+    changed = seq.clone()
+    changed[0, 3:5] = torch.tensor([9, 10])  # items after row 0's end (causal: invisible)
+    other = model.encode_sequence(changed, table)
+    assert torch.allclose(base[0, :3], other[0, :3], atol=1e-6)
+    assert torch.allclose(model.forward(seq, lengths), model.forward(changed, lengths), atol=1e-6)
+
+
+def test_trimmed_batch_scores_equal_untrimmed(shared_encoder, tiny_dataset):
+    _, model, *_ = build(tiny_dataset)
+    model.eval()
+    seq, lengths = sequences([[1, 2], [3, 4, 5, 6]])
+    interaction = Interaction({"item_id_list": seq, "item_length": lengths})
+    trimmed = model.full_sort_predict(interaction)
+    # reference without trimming: the backbone over all 10 padded positions
+    table, _ = model.item_table()
+    positions = torch.arange(seq.shape[1])
+    emb = torch.nn.functional.embedding(seq, table) + model.position_embedding(positions).unsqueeze(0)
+    full = model.trm_encoder(model.LayerNorm(emb), model.get_attention_mask(seq), output_all_encoded_layers=True)[-1]
+    reference = model.gather_indexes(full, lengths - 1) @ table.t()
+    assert torch.allclose(trimmed, reference, atol=1e-5)
+
+
+def test_all_positions_loss_is_mean_of_prefix_losses(shared_encoder, tiny_dataset):
+    _, model, *_ = build(tiny_dataset)
+    model.eval()
+    histories = [[1, 2, 3, 4], [5, 6, 7]]
+    targets = [5, 8]
+    whole_seq, whole_len = sequences(histories)
+    whole = Interaction({"item_id_list": whole_seq, "item_length": whole_len, "item_id": torch.tensor(targets)})
+    model.whole_sequence = True
+    whole_loss = model.calculate_loss(whole)[0]
+
+    prefix_losses = []
+    model.whole_sequence = False
+    for history, target in zip(histories, targets):
+        full = history + [target]
+        for end in range(1, len(full)):
+            seq, length = sequences([full[:end]])
+            row = Interaction({"item_id_list": seq, "item_length": length, "item_id": torch.tensor([full[end]])})
+            prefix_losses.append(model.calculate_loss(row)[0])
+    assert len(prefix_losses) == 7
+    assert torch.allclose(whole_loss, torch.stack(prefix_losses).mean(), atol=1e-5)
+
+
+def test_full_sort_agrees_with_predict(shared_encoder, tiny_dataset):
+    _, model, *_ = build(tiny_dataset)
+    model.eval()
+    seq, lengths = sequences([[1, 2, 3], [4, 5]])
+    candidates = torch.tensor([[2, 7, 9], [1, 3, 11]])
+    full = model.full_sort_predict(Interaction({"item_id_list": seq, "item_length": lengths}))
+    for column in range(candidates.shape[1]):
+        items = candidates[:, column]
+        pointwise = model.predict(Interaction({"item_id_list": seq, "item_length": lengths, "item_id": items}))
+        assert torch.allclose(pointwise, full.gather(1, items.unsqueeze(1)).squeeze(1), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "overrides, hidden, n_losses",
+    [
+        ({"id_dim": 0, "n_heads": 1}, 16, 3),  # semantic only
+        ({"use_semantic": False}, 8, 1),  # ID only
+        ({"rq_train_mode": "two_stage"}, 24, 1),  # frozen tokenizer: no quantisation losses
+        ({"loss_type": "BCE"}, 24, 3),
+    ],
+)
+def test_ablations_build_and_train(shared_encoder, tiny_dataset, overrides, hidden, n_losses):
+    config, model, train_data, *_ = build(tiny_dataset, **overrides)
+    assert model.hidden_size == hidden
+    batch = next(iter(train_data))
+    losses = model.calculate_loss(batch)
+    assert len(losses) == n_losses
+    before = [p.detach().clone() for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.01)
+    sum(losses).backward()
+    optimizer.step()
+    after = [p.detach() for p in model.parameters() if p.requires_grad]
+    assert any(not torch.equal(b, a) for b, a in zip(before, after))
+    assert all(torch.isfinite(loss) for loss in losses)
+
+
+def test_training_lowers_loss_and_raises_ndcg_on_ml100k(shared_encoder, tmp_path):
+    config = build_config(
+        "UnifiedSASRec",
+        "ml-100k",
+        config_dict={
+            "epochs": 4, "show_progress": False, "state": "WARNING", "text_cache_dir": str(tmp_path),
+            "rq_pretrain_epochs": 5, "train_batch_size": 128, "checkpoint_dir": str(tmp_path),
+        },
+    )
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train_data, valid_data, _ = data_preparation(config, dataset)
+    model = UnifiedSASRec(config, train_data._dataset)
+    trainer = SemanticIDTrainer(config, model)
+    before = trainer.evaluate(valid_data, load_best_model=False)["ndcg@10"]
+    losses = [trainer._train_epoch(train_data, epoch)[0] for epoch in range(config["epochs"])]
+    after = trainer.evaluate(valid_data, load_best_model=False)["ndcg@10"]
+    assert losses[-1] < losses[0]
+    assert after > before
+    assert len(trainer.codebook_history) == config["epochs"]
+
+
+def test_checkpoint_reload_gives_identical_metrics(shared_encoder, tiny_dataset, tmp_path):
+    result = run(
+        "UnifiedSASRec",
+        tiny_dataset.name,
+        config_file_list=[str(tiny_dataset.yaml_path)],
+        config_dict=tiny_dataset.config_dict(**SMALL_UNIFIED, checkpoint_dir=str(tmp_path)),
+    )
+    config, model, _, _, _, test_data = load_data_and_model(result["model_file"])
+    reloaded = SemanticIDTrainer(config, model).evaluate(test_data, load_best_model=False)
+    assert dict(reloaded) == pytest.approx(result["test_result"])
