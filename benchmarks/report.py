@@ -79,7 +79,7 @@ def cost_table(records):
         per_epoch = sum(seconds) / len(seconds) if seconds else float("nan")
         by_label[record["label"]] = per_epoch
         lines.append(f"| {record['label']} | {per_epoch:.1f} | {record.get('peak_memory_mib', float('nan')):.0f} | "
-                     f"{record.get('test_seconds', float('nan')):.1f} | {record.get('item_embedding_parameters', '')} | [json]({record['file']}) |")
+                     f"{record.get('test_seconds', float('nan')):.1f} | {(record.get('parameter_counts') or {}).get('item_embedding', '')} | [json]({record['file']}) |")
     base = by_label.get("SASRec (RecBole, CE)")
     ours = by_label.get("UnifiedSASRec unified")
     if base and ours:

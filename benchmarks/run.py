@@ -1,6 +1,6 @@
 """Run the comparisons through the plugin's own CLI and write one JSON per run.
 
-    python -m benchmarks.run --quick                      # ml-100k, few epochs, 1 seed (< 20 min on 2 CPU cores)
+    python -m benchmarks.run --quick                      # ml-100k, 1 epoch, 1 seed (< 20 min on 2 CPU cores)
     python -m benchmarks.run --suite main --datasets Amazon_Beauty --epochs 200 --seeds 2020 2021 2022
     python -m benchmarks.run --suite cost --datasets Amazon_Beauty --epochs 1
 
@@ -70,7 +70,7 @@ def slug(text):
     return "".join(c if c.isalnum() else "-" for c in text).strip("-").lower()
 
 
-def run_one(suite, dataset, label, model, overrides, mode, seed, epochs, extra):
+def run_one(suite, dataset, label, model, overrides, mode, seed, epochs, extra, threads=None):
     """One training run in its own process; returns the path of its results JSON."""
     os.makedirs(RESULTS_DIR, exist_ok=True)
     name = f"{suite}-{slug(dataset)}-{slug(label)}-{mode}-s{seed}"
@@ -80,6 +80,8 @@ def run_one(suite, dataset, label, model, overrides, mode, seed, epochs, extra):
     command = [sys.executable, "run_recbole_usr.py", f"--model={model}", f"--dataset={dataset}",
                f"--results_file={raw}"] + [f"--{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in props.items()]
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="4294967296", MALLOC_TRIM_THRESHOLD_="4294967296")
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     print(f"[benchmarks] {label} on {dataset} ({mode}, seed {seed}) ...", flush=True)
     start = time.time()
     completed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -87,7 +89,8 @@ def run_one(suite, dataset, label, model, overrides, mode, seed, epochs, extra):
     record = {
         "suite": suite, "label": label, "model": model, "dataset": dataset, "mode": mode, "seed": seed,
         "overrides": overrides, "command": " ".join(command[1:]).replace(raw, "RESULTS.json"),
-        "git_commit": git_commit(), "machine": machine_name(), "wall_seconds": wall,
+        "git_commit": git_commit(), "machine": machine_name(), "threads": threads or os.cpu_count(),
+        "wall_seconds": wall,
         "returncode": completed.returncode,
     }
     if completed.returncode == 0 and os.path.isfile(raw):
@@ -109,6 +112,8 @@ def plan(args):
         for label, (model, overrides) in MAIN_ROWS.items():
             if args.models and model not in args.models:
                 continue
+            if args.labels and label not in args.labels:
+                continue
             for mode in args.modes:
                 runs.append(("main", label, model, overrides, mode))
     if "ablation" in args.suites:
@@ -124,27 +129,30 @@ def plan(args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="ml-100k, 3 epochs, 1 seed, all suites")
+    parser.add_argument("--quick", action="store_true", help="ml-100k, 1 epoch, 1 seed, main/cost/tokenizer suites")
     parser.add_argument("--suites", nargs="+", default=["main"], choices=["main", "ablation", "cost", "tokenizer"])
     parser.add_argument("--datasets", nargs="+", default=["Amazon_Beauty"])
     parser.add_argument("--modes", nargs="+", default=["full", "uni99"], choices=list(MODES))
     parser.add_argument("--models", nargs="+", default=None, help="only these models of the main table")
+    parser.add_argument("--labels", nargs="+", default=None, help="only these rows of the main table")
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--seeds", nargs="+", type=int, default=[2020])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per run (OMP_NUM_THREADS)")
     parser.add_argument("--set", nargs="*", default=[], help="extra key=value properties for every run")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.datasets, args.epochs, args.seeds = ["ml-100k"], 3, args.seeds[:1]
+    extra = dict(item.split("=", 1) for item in args.set)
+    if args.quick:  # a smoke run of every suite: ml-100k, 1 epoch, histories cut to 20 items
+        args.datasets, args.epochs, args.seeds = ["ml-100k"], 1, args.seeds[:1]
         args.suites = ["main", "cost", "tokenizer"]
         args.modes = ["full"]
-    extra = dict(item.split("=", 1) for item in args.set)
+        extra.setdefault("MAX_ITEM_LIST_LENGTH", 20)
     for dataset in args.datasets:
         if "tokenizer" in args.suites:
             tokenizer_suite(dataset, quick=args.quick)
         for seed in args.seeds:
             for suite, label, model, overrides, mode in plan(args):
                 epochs = 1 if suite == "cost" and not args.quick else args.epochs
-                run_one(suite, dataset, label, model, overrides, mode, seed, epochs, extra)
+                run_one(suite, dataset, label, model, overrides, mode, seed, epochs, extra, args.threads)
     from benchmarks.report import write_report
 
     print(f"[benchmarks] wrote {write_report()}")

@@ -142,6 +142,17 @@ def unique_checkpoint_path(config):
     return os.path.join(config["checkpoint_dir"], name)
 
 
+def item_parameter_counts(model):
+    """Item-embedding size: the plugin models report theirs; RecBole's have an ``item_embedding``."""
+    counts = getattr(model, "parameter_counts", None)
+    if counts is not None:
+        return dict(counts)
+    table = getattr(model, "item_embedding", None)
+    if isinstance(table, torch.nn.Embedding):
+        return {"item_embedding": table.weight.numel()}
+    return {}
+
+
 def time_train_epochs(trainer):
     """Record the wall time of each training epoch (evaluation excluded) into the returned list."""
     seconds = []
@@ -199,6 +210,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True):
         "train_seconds": train_seconds,
         "test_seconds": test_seconds,
         "train_epoch_seconds": epoch_seconds,
+        "parameter_counts": item_parameter_counts(model),
         "peak_memory_mib": peak_memory_mib(),
     }
 

@@ -192,3 +192,17 @@ def test_checkpoint_reload_gives_identical_metrics(shared_encoder, tiny_dataset,
     config, model, _, _, _, test_data = load_data_and_model(result["model_file"])
     reloaded = SemanticIDTrainer(config, model).evaluate(test_data, load_best_model=False)
     assert dict(reloaded) == pytest.approx(result["test_result"])
+
+
+@pytest.mark.parametrize("scale, codeword_grad", [(0.0, True), (1.0, False)])
+def test_recommendation_gradient_reaches_what_properties_say(shared_encoder, tiny_dataset, scale, codeword_grad):
+    _, model, train_data, *_ = build(tiny_dataset, rq_rec_grad_scale=scale, rq_rec_codeword_grad=codeword_grad)
+    model.train()
+    model.zero_grad(set_to_none=True)  # pre-training leaves the tokenizer's last gradients
+    rec_loss = model.calculate_loss(next(iter(train_data)))[0]
+    rec_loss.backward()
+    tokenizer = model.item_repr.tokenizer
+    encoder_grad = sum(float(p.grad.abs().sum()) for p in tokenizer.encoder.parameters() if p.grad is not None)
+    codeword_grad_norm = sum(float(p.grad.abs().sum()) for p in tokenizer.levels.parameters() if p.grad is not None)
+    assert (encoder_grad > 0) == (scale > 0)
+    assert (codeword_grad_norm > 0) == codeword_grad

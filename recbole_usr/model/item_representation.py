@@ -63,6 +63,8 @@ class UnifiedItemEmbedding(nn.Module):
     ``id_dim: 0`` is semantic-only; ``use_semantic: False`` is ID-only.
     """
 
+    uses_batch_items = True
+
     def __init__(self, config, dataset):
         super().__init__()
         n_items = dataset.item_num
@@ -77,6 +79,8 @@ class UnifiedItemEmbedding(nn.Module):
             raise ValueError(f"rq_train_mode must be end_to_end or two_stage, got '{self.train_mode}'.")
         self.rq_loss_weight = config["rq_loss_weight"]
         self.recon_loss_weight = config["recon_loss_weight"]
+        self.rec_grad_scale = 1.0 if config["rq_rec_grad_scale"] is None else config["rq_rec_grad_scale"]
+        self.rec_codeword_grad = bool(config["rq_rec_codeword_grad"])
 
         self.id_embedding = None
         if self.id_dim:
@@ -91,6 +95,7 @@ class UnifiedItemEmbedding(nn.Module):
             if self.train_mode == "two_stage":
                 self.tokenizer.requires_grad_(False)
         self.last_codes = None
+        self.cached_semantic = None
 
     def pretrain_tokenizer(self, config, item_text):
         """k-means initialisation, then ``rq_pretrain_epochs`` of reconstruction + quantisation."""
@@ -107,24 +112,64 @@ class UnifiedItemEmbedding(nn.Module):
         )
         torch.set_rng_state(generator_state)  # keep the recommender's initialisation seed-stable
 
-    def forward(self):
+    def train(self, mode=True):
+        self.cached_semantic = None  # the tokenizer may change from here on
+        return super().train(mode)
+
+    def semantic_table(self):
+        """Quantised vectors of every item ``[n_items, semantic_dim]`` (row 0 zeros), no gradient.
+
+        Computed once per ``train()``/``eval()`` switch, i.e. once per training epoch and once
+        per evaluation: in end-to-end training the items of each batch are re-quantised with
+        gradients on top of it (see ``forward``), so only the softmax negatives outside the
+        batch see a table up to one epoch old.
+        """
+        cached = getattr(self, "cached_semantic", None)
+        if cached is not None:
+            return cached
+        with torch.no_grad():
+            codes = self.tokenizer.encode(self.text_embeddings[1:])
+            table = torch.cat([self.text_embeddings.new_zeros(1, self.semantic_dim), self.tokenizer.embed_codes(codes)])
+        self.last_codes = codes
+        self.cached_semantic = table
+        return table
+
+    def recommendation_view(self, out):
+        """The quantised vectors as the recommender sees them: value = sum of the selected
+        codewords; the recommendation gradient reaches the encoder (straight-through) scaled by
+        ``rq_rec_grad_scale``, and the selected codewords when ``rq_rec_codeword_grad``.
+
+        On Amazon Beauty the full straight-through gradient (scale 1) collapsed the codebooks
+        within 30 steps (level-1 activation 1.6%, unique coverage 0.02%), hence the defaults.
+        """
+        value = out.quantized.detach()
+        view = value + self.rec_grad_scale * (out.latent - out.latent.detach())
+        if self.rec_codeword_grad and not self.tokenizer.levels[0].use_ema:
+            codewords = self.tokenizer.embed_codes(out.codes)
+            view = view + (codewords - codewords.detach())
+        return view
+
+    def forward(self, batch_items=None):
+        """The item table; in end-to-end training the tokenizer runs with gradients on
+        ``batch_items`` only (the items of the batch), the rest of the table without.
+
+        Running the RQ encoder and decoder over the whole catalogue at every step would cost
+        more than the transformer itself on a CPU; the recommendation gradient reaches the
+        tokenizer through the items the batch contains, and the quantisation and
+        reconstruction losses are estimated on them.
+        """
         parts, losses = [], {}
         if self.id_embedding is not None:
             parts.append(self.id_embedding.weight)
         if self.tokenizer is not None:
-            frozen = self.train_mode == "two_stage" or not self.training
-            if frozen:
-                self.tokenizer.eval()
-                with torch.no_grad():
-                    out = self.tokenizer(self.text_embeddings)
-            else:
-                out = self.tokenizer(self.text_embeddings)
+            table = self.semantic_table()
+            if self.training and self.train_mode == "end_to_end":
+                items = batch_items if batch_items is not None else torch.arange(1, table.shape[0], device=table.device)
+                out = self.tokenizer(self.text_embeddings[items])
+                table = table.index_put((items,), self.recommendation_view(out))
                 losses["rq_loss"] = self.rq_loss_weight * out.quantization_loss
                 losses["recon_loss"] = self.recon_loss_weight * out.recon_loss
-            self.last_codes = out.codes.detach()
-            padding = torch.ones_like(out.quantized[:, :1])
-            padding[0] = 0.0
-            parts.append(out.quantized * padding)
+            parts.append(table)
         return torch.cat(parts, dim=-1), losses
 
     def describe(self):
@@ -152,7 +197,11 @@ def build_item_representation(config, dataset):
         return UnifiedItemEmbedding(config, dataset)
     if name == "id":
         return IDItemEmbedding(dataset.item_num, config["hidden_size"] or 64, config["initializer_range"] or 0.02)
-    raise ValueError(f"Unknown item_repr '{name}'. Available: unified, id.")
+    if name in ("ngram", "spm", "hash"):  # arXiv 2306.08121; imported here (it imports this module)
+        from recbole_usr.model.semantic_id_representations import build_semantic_id_representation
+
+        return build_semantic_id_representation(config, dataset)
+    raise ValueError(f"Unknown item_repr '{name}'. Available: unified, id, ngram, spm, hash.")
 
 
 def log_parameter_counts(representation, logger=None):

@@ -44,6 +44,7 @@ class UnifiedSASRec(SequentialRecommender):
         self.initializer_range = config["initializer_range"]
         self.loss_type = config["loss_type"]
         self.whole_sequence = config["train_whole_sequence"]
+        self.length_bucket_count = config["train_length_buckets"] or 1
         if self.loss_type not in ("CE", "BCE"):
             raise NotImplementedError("Make sure 'loss_type' in ['CE', 'BCE']!")
 
@@ -81,8 +82,14 @@ class UnifiedSASRec(SequentialRecommender):
         if isinstance(module, nn.Linear) and module.bias is not None:
             module.bias.data.zero_()
 
-    def item_table(self):
-        """``([n_items, hidden], auxiliary losses)``: one table embeds inputs and scores candidates."""
+    def item_table(self, batch_items=None):
+        """``([n_items, hidden], auxiliary losses)``: one table embeds inputs and scores candidates.
+
+        ``batch_items`` (the items a training batch contains) lets a representation spend its
+        gradient computation where the batch is (see UnifiedItemEmbedding.forward).
+        """
+        if batch_items is not None and getattr(self.item_repr, "uses_batch_items", False):
+            return self.item_repr(batch_items)
         return self.item_repr()
 
     def encode_sequence(self, item_seq, item_table):
@@ -100,6 +107,15 @@ class UnifiedSASRec(SequentialRecommender):
             item_table, _ = self.item_table()
         output = self.encode_sequence(item_seq, item_table)
         return self.gather_indexes(output, item_seq_len - 1)  # [B H]
+
+    def length_buckets(self, item_seq_len):
+        """Row indices of the batch split into ``train_length_buckets`` groups of similar length.
+
+        Each group is trimmed to its own longest sequence, so the transformer's cost follows
+        the real lengths instead of the batch's longest one.
+        """
+        order = torch.argsort(item_seq_len)
+        return [rows for rows in torch.chunk(order, max(1, min(self.length_bucket_count, len(order)))) if len(rows)]
 
     def training_targets(self, item_seq, item_seq_len, pos_items):
         """Next item at every position ``[B, L']`` and the mask of real positions.
@@ -120,11 +136,15 @@ class UnifiedSASRec(SequentialRecommender):
         item_seq = interaction[self.ITEM_SEQ]
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
         pos_items = interaction[self.POS_ITEM_ID]
-        item_table, aux_losses = self.item_table()
-        output = self.encode_sequence(item_seq, item_table)
-        targets, mask = self.training_targets(item_seq, item_seq_len, pos_items)
-        hidden = output[mask]  # [N real positions, H]
-        targets = targets[mask]
+        batch_items = torch.unique(torch.cat([item_seq.flatten(), pos_items]))
+        item_table, aux_losses = self.item_table(batch_items[batch_items > 0])
+        hidden, targets = [], []
+        for rows in self.length_buckets(item_seq_len):
+            output = self.encode_sequence(item_seq[rows], item_table)
+            bucket_targets, mask = self.training_targets(item_seq[rows], item_seq_len[rows], pos_items[rows])
+            hidden.append(output[mask])
+            targets.append(bucket_targets[mask])
+        hidden, targets = torch.cat(hidden), torch.cat(targets)  # [N real positions, H], [N]
         if self.loss_type == "CE":
             logits = hidden @ item_table.t()
             logits[:, 0] = float("-inf")  # never predict padding

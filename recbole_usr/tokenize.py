@@ -1,0 +1,190 @@
+"""``python -m recbole_usr.tokenize --dataset=Amazon_Beauty [--key=value ...]``
+
+Train the RQ tokenizer alone on a dataset's item text embeddings under several distance
+schemes (all-cosine, all-Euclidean, the paper's hybrid), and show how good each scheme's
+semantic IDs are as IDs: per-level activation and unique coverage, as in Table 1 of
+arXiv 2502.16474. Why a separate command: choosing a scheme, or checking that codebooks
+do not collapse, should not need a recommender run.
+
+Writes to ``tokenizer_output_dir`` (default ``saved/tokenizer/<dataset>/``):
+``semantic_ids.tsv`` (scheme named by ``rq_distances``; ``item_id``, ``code_1..code_L``,
+``dedup``), ``rq_tokenizer.pth`` (that scheme's weights), ``stats.json`` (every scheme) and
+``codeword_usage.png`` (sorted codeword usage per level, a line per scheme).
+Properties: ``properties/tokenizer.yaml`` plus the model's ``rq_*`` / ``semantic_dim``.
+"""
+
+import json
+import os
+import sys
+import time
+
+import torch
+
+PROPERTIES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties", "tokenizer.yaml")
+FALLBACK_MODEL = "SASRec"
+
+
+def config_model(name):
+    """The model whose properties shape the tokenizer: ``name`` if it resolves, else SASRec."""
+    from recbole_usr.utils import get_model
+
+    try:
+        return get_model(name)
+    except (ValueError, ImportError):
+        return get_model(FALLBACK_MODEL)
+
+
+def scheme_list(config, n_levels):
+    """Scheme name -> per-level distances; the scheme of ``rq_distances`` is always included."""
+    from recbole_usr.quantization import resolve_distances, scheme_name
+
+    schemes = {}
+    for spec in config["tokenizer_schemes"] or ["cosine", "euclidean", "hybrid"]:
+        distances = resolve_distances(spec, n_levels)
+        schemes[scheme_name(distances)] = distances
+    chosen = resolve_distances(config["rq_distances"] or "hybrid", n_levels)
+    schemes.setdefault(scheme_name(chosen), chosen)
+    return schemes, scheme_name(chosen)
+
+
+class ConfigView:
+    """``config[key]`` with some keys replaced, without touching the shared config."""
+
+    def __init__(self, config, overrides):
+        self.config, self.overrides = config, overrides
+
+    def __getitem__(self, key):
+        return self.overrides[key] if key in self.overrides else self.config[key]
+
+
+def train_scheme(config, embeddings, distances, seed, show_progress):
+    """One tokenizer trained alone (k-means init, dead-code restart); returns (tokenizer, codes, history)."""
+    from recbole_usr.quantization import RQTokenizer, fit_tokenizer, scheme_name
+
+    torch.manual_seed(seed)
+    overrides = {"rq_distances": distances, "rq_dead_code_steps": config["tokenizer_dead_code_steps"]}
+    tokenizer = RQTokenizer.from_config(ConfigView(config, overrides), in_dim=embeddings.shape[1])
+    history = fit_tokenizer(
+        tokenizer,
+        embeddings,
+        epochs=int(config["tokenizer_epochs"]),
+        batch_size=int(config["tokenizer_batch_size"]),
+        lr=float(config["tokenizer_lr"]),
+        show_progress=show_progress,
+        seed=seed,
+        kmeans_iters=int(config["tokenizer_kmeans_iters"] or 20),
+        desc=f"RQ tokenizer [{scheme_name(distances)}]",
+    )
+    return tokenizer, tokenizer.encode(embeddings), history
+
+
+def write_semantic_ids(path, item_tokens, codes_with_dedup):
+    n_levels = codes_with_dedup.shape[1] - 1
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\t".join(["item_id"] + [f"code_{i + 1}" for i in range(n_levels)] + ["dedup"]) + "\n")
+        for token, row in zip(item_tokens, codes_with_dedup.tolist()):
+            f.write("\t".join([str(token)] + [str(c) for c in row]) + "\n")
+
+
+def plot_codeword_usage(path, codes_by_scheme, codebook_size, title):
+    """One panel per level: items per codeword, codewords sorted by usage, a line per scheme."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_levels = next(iter(codes_by_scheme.values())).shape[1]
+    fig, axes = plt.subplots(1, n_levels, figsize=(4.5 * n_levels, 3.6), squeeze=False)
+    for level, ax in enumerate(axes[0]):
+        for scheme, codes in codes_by_scheme.items():
+            usage = torch.bincount(codes[:, level], minlength=codebook_size).sort(descending=True).values
+            ax.plot(range(1, codebook_size + 1), usage.numpy(), label=scheme)
+        ax.set_yscale("symlog", linthresh=1)
+        ax.set_xlabel("codeword rank")
+        ax.set_title(f"level {level + 1}")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("items per codeword")
+    axes[0][-1].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    """Run the comparison; returns a dict with the output paths and every scheme's statistics."""
+    from recbole.utils import init_seed
+
+    from recbole_usr.cli import parse_args
+    from recbole_usr.data.text_embedding import load_item_text_embeddings
+    from recbole_usr.quantization import append_dedup_level, codebook_statistics, format_stats_table
+    from recbole_usr.quick_start import build_config
+
+    args, config_files, overrides = parse_args(argv)
+    model = config_model(args.model)
+    config = build_config(model, args.dataset, [PROPERTIES_FILE] + list(config_files or []), overrides)
+    seed = config["tokenizer_seed"] if config["tokenizer_seed"] is not None else config["seed"]
+    init_seed(seed, config["reproducibility"])
+    show_progress = bool(config["show_progress"])
+    out_dir = config["tokenizer_output_dir"] or os.path.join("saved", "tokenizer", config["dataset"])
+    os.makedirs(out_dir, exist_ok=True)
+
+    start = time.time()
+    from recbole.data import create_dataset
+
+    dataset = create_dataset(config)
+    text = load_item_text_embeddings(config, dataset)[1:]  # row 0 is padding
+    item_tokens = list(dataset.field2id_token[dataset.iid_field][1:])
+    prep_seconds = time.time() - start
+    print(f"{config['dataset']}: {text.shape[0]} items, text embeddings {text.shape[1]}-d ({prep_seconds:.1f}s)")
+
+    n_levels = int(config["rq_levels"] or 3)
+    schemes, chosen = scheme_list(config, n_levels)
+    codebook_size = int(config["rq_codebook_size"] or 256)
+    results, codes_by_scheme, chosen_tokenizer = {}, {}, None
+    for scheme, distances in schemes.items():
+        start = time.time()
+        tokenizer, codes, history = train_scheme(config, text, distances, seed, show_progress)
+        stats = codebook_statistics(codes, codebook_size)
+        stats.update(distances=distances, seconds=time.time() - start, final_losses=history[-1] if history else {})
+        results[scheme], codes_by_scheme[scheme] = stats, codes
+        if scheme == chosen:
+            chosen_tokenizer = tokenizer
+        print(f"{scheme}: unique coverage {100 * stats['unique_coverage']:.2f}% ({stats['seconds']:.1f}s)")
+
+    table = format_stats_table(results)
+    print(f"\nSemantic IDs of {config['dataset']} ({text.shape[0]} items, L={n_levels}, K={codebook_size}):")
+    print(table)
+
+    paths = {
+        "semantic_ids": os.path.join(out_dir, "semantic_ids.tsv"),
+        "tokenizer": os.path.join(out_dir, "rq_tokenizer.pth"),
+        "stats": os.path.join(out_dir, "stats.json"),
+        "plot": os.path.join(out_dir, "codeword_usage.png"),
+    }
+    write_semantic_ids(paths["semantic_ids"], item_tokens, append_dedup_level(codes_by_scheme[chosen]))
+    torch.save(chosen_tokenizer.state_dict(), paths["tokenizer"])
+    summary = {
+        "dataset": config["dataset"],
+        "n_items": int(text.shape[0]),
+        "embedding_dim": int(text.shape[1]),
+        "chosen_scheme": chosen,
+        "seed": int(seed),
+        "tokenizer": {key: config[key] for key in ("semantic_dim", "rq_hidden_sizes", "rq_levels",
+                                                  "rq_codebook_size", "rq_beta", "rq_use_ema",
+                                                  "rq_cosine_codewords", "tokenizer_epochs",
+                                                  "tokenizer_batch_size", "tokenizer_lr",
+                                                  "tokenizer_kmeans_iters", "tokenizer_dead_code_steps")},
+        "schemes": results,
+        "table": table,
+    }
+    with open(paths["stats"], "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2, default=str)
+    plot_codeword_usage(paths["plot"], codes_by_scheme, codebook_size,
+                        f"{config['dataset']}: codeword usage per level")
+    print("\n" + "\n".join(f"{name}: {path}" for name, path in paths.items()))
+    return {"paths": paths, "schemes": results, "chosen_scheme": chosen, "table": table}
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
