@@ -140,7 +140,9 @@ def train_and_evaluate(name, model_name, properties, args, extra):
         "model": model_name,
         "properties": properties,
         "item_parameters": main_count,
+        "item_dim": int(getattr(getattr(trainer.model, "item_repr", None), "dim", config["hidden_size"] or 0)),
         "parameter_counts": counts,
+        "code_statistics": getattr(getattr(trainer.model, "item_repr", None), "code_statistics", None),
         "slices": slices,
         "recbole_test_result": dict(test_result),
         "matches_recbole": matches,
@@ -158,7 +160,7 @@ def markdown_report(report):
     lines = [
         f"# Item representations on {report['dataset']}",
         "",
-        f"UnifiedSASRec (64-d item table unless noted), {report['epochs']} epochs max, "
+        f"UnifiedSASRec unless noted, {report['epochs']} epochs max, "
         f"cold_item_ratio={report['cold_item_ratio']}, popularity slices {report['popularity_slices']} "
         "(head = most popular 20% of warm items, tail = least popular 20%, cold = no training interaction). "
         f"R = Recall@{K}, N = NDCG@{K} of the test target; item params = trainable item-representation parameters.",
@@ -172,6 +174,15 @@ def markdown_report(report):
             f"{s}: {first[s]['n_targets']} targets / {first[s]['n_items']} items" for s in ("overall",) + SLICE_NAMES
         )
         lines += [f"Test rows per slice: {sizes}.", ""]
+    models = ", ".join(f"{name}: {r['model']} {r['item_dim']}-d" for name, r in report["results"].items())
+    lines.append(f"Models and item widths: {models}.")
+    codes = {name: r["code_statistics"] for name, r in report["results"].items() if r.get("code_statistics")}
+    if codes:
+        name, stats = next(iter(codes.items()))
+        lines.append(
+            f"Frozen semantic IDs ({name}): {stats['n_distinct']} distinct of {stats['n_items']} items, "
+            f"per-level codebook activation {[round(a, 3) for a in stats['activation']]}."
+        )
     checks = {name: r["matches_recbole"] for name, r in report["results"].items()}
     lines.append(f"Overall metrics equal RecBole's evaluator: {checks}.")
     timing = ", ".join(

@@ -239,6 +239,20 @@ def test_checkpoint_reload_keeps_codes_and_scores(fake_text, tiny_dataset):
         assert reloaded[metric] == pytest.approx(result["test_result"][metric], abs=1e-4)
 
 
+def test_frozen_codes_do_not_depend_on_nor_move_the_global_rng(fake_text, tiny_dataset):
+    config, train_data = build(tiny_dataset)
+    torch.manual_seed(1)
+    untouched = torch.rand(3)
+    codes = []
+    for seed in (1, 2):
+        sid._codes_memo.clear()
+        torch.manual_seed(seed)
+        codes.append(sid.frozen_semantic_codes(config, train_data._dataset)[0])
+        if seed == 1:
+            assert torch.equal(torch.rand(3), untouched)  # the caller's stream did not move
+    assert torch.equal(codes[0], codes[1])
+
+
 def test_unknown_item_repr_lists_the_new_ones(tiny_dataset):
     config, train_data = build(tiny_dataset, item_repr="bogus")
     with pytest.raises(ValueError, match="ngram, spm, hash"):

@@ -298,7 +298,21 @@ def test_fit_is_deterministic_under_seed_and_lowers_loss():
     assert runs[0][1] == runs[1][1]
     history = runs[0][1]
     assert len(history) == 6 and history[-1]["loss"] < history[0]["loss"]
-    assert set(history[0]) == {"loss", "recon", "codebook", "commitment"}
+    assert set(history[0]) == {"loss", "recon", "codebook", "commitment", "restarted"}
+
+
+def test_unused_codes_are_restarted_after_a_full_pass():
+    x = clustered(n_clusters=8, per_cluster=25)
+    torch.manual_seed(0)
+    tok = small_tokenizer()
+    with torch.no_grad():
+        for level in tok.levels:
+            level.codebook.copy_(level.codebook[:1].expand_as(level.codebook))  # one codeword, K copies
+    before = tok.codebook_stats(tok.encode(x))["activation"]
+    restarted = tok.restart_unused_codes(x)
+    after = tok.codebook_stats(tok.encode(x))["activation"]
+    assert restarted > 0
+    assert all(a > b for a, b in zip(after, before))
 
 
 # ---- statistics ---------------------------------------------------------------------------

@@ -12,8 +12,12 @@ import torch
 from recbole.data import create_dataset
 
 from recbole_usr.data import text_embedding
-from recbole_usr.data.text_embedding import cache_file, encode_texts, load_item_text_embeddings
+from recbole_usr.data.text_embedding import cache_file, encode_texts, file_digest, load_item_text_embeddings
 from recbole_usr.quick_start import build_config
+
+
+def item_digest(tiny):
+    return file_digest(str(tiny.dataset_dir / f"{tiny.name}.item"))
 
 ENCODER = "all-MiniLM-L6-v2"
 DIM = 384
@@ -77,7 +81,7 @@ def test_rows_align_with_item_text(tiny_built, shared_encoder):
 
 def test_cache_written_then_reused(tiny_built, tiny_dataset, shared_encoder, monkeypatch, caplog):
     config, dataset = tiny_built
-    path = cache_file(str(tiny_dataset.cache_dir), tiny_dataset.name, ["title", "brand"], ENCODER)
+    path = cache_file(str(tiny_dataset.cache_dir), tiny_dataset.name, ["title", "brand"], ENCODER, item_digest(tiny_dataset))
     assert not os.path.exists(path)
 
     first = load_item_text_embeddings(config, dataset)
@@ -106,7 +110,7 @@ def test_other_text_fields_use_another_cache(tiny_built, tiny_dataset, shared_en
     title_only = load_item_text_embeddings(title_config, dataset)
 
     paths = {
-        cache_file(str(tiny_dataset.cache_dir), tiny_dataset.name, fields, ENCODER)
+        cache_file(str(tiny_dataset.cache_dir), tiny_dataset.name, fields, ENCODER, item_digest(tiny_dataset))
         for fields in (["title", "brand"], ["title"])
     }
     assert len(paths) == 2
@@ -128,8 +132,9 @@ def test_cache_file_name_depends_on_every_key():
         cache_file("c", "D", ["brand", "title"], ENCODER),
         cache_file("c", "D", ["title"], ENCODER),
         cache_file("c", "D", ["title", "brand"], "sentence-t5-base"),
+        cache_file("c", "D", ["title", "brand"], ENCODER, "another .item file"),
     }
-    assert base not in others and len(others) == 4
+    assert base not in others and len(others) == 5
 
 
 def test_unknown_text_field_is_named(tiny_dataset):
