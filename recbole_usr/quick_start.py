@@ -23,11 +23,12 @@ import recbole
 import torch
 import yaml
 from recbole.config import Config
-from recbole.data import create_dataset, data_preparation
+from recbole.data import data_preparation
 from recbole.utils import get_local_time, init_logger, init_seed, set_color
 from recbole.utils import argument_list
 
 import recbole_usr  # noqa: F401  (compat + registration)
+from recbole_usr.data.cold_start import create_dataset  # RecBole's, plus the cold-item split
 from recbole_usr.data.dataset_lookup import find_dataset_root
 from recbole_usr.utils import get_model, get_trainer
 

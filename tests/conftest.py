@@ -168,3 +168,19 @@ def shared_encoder(sentence_encoder, monkeypatch):
 
     monkeypatch.setattr(text_embedding, "load_sentence_encoder", load)
     return loads
+
+
+def prepare_tiny(tiny, model, settings):
+    """Config, dataset and RecBole's three dataloaders for ``model`` on the tiny dataset."""
+    from recbole.data import data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_usr.data.cold_start import create_dataset
+    from recbole_usr.quick_start import build_config
+
+    config = build_config(
+        model, tiny.name, config_file_list=[str(tiny.yaml_path)], config_dict=tiny.config_dict(**settings)
+    )
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    return (config, dataset, *data_preparation(config, dataset))

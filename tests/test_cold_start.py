@@ -6,15 +6,12 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from recbole.data import data_preparation
-from recbole.utils import init_seed
 
-from conftest import N_USERS, SMALL_SASREC, tiny_interactions
+from conftest import N_USERS, SMALL_SASREC, prepare_tiny, tiny_interactions
 from recbole_usr.data.cold_start import (
     ColdItemSequentialDataset,
     ColdItemWholeSequenceDataset,
     cold_keep_mask,
-    create_dataset,
     draw_cold_items,
 )
 from recbole_usr.evaluation import (
@@ -24,7 +21,6 @@ from recbole_usr.evaluation import (
     slice_metrics,
     training_item_counts,
 )
-from recbole_usr.quick_start import build_config
 from recbole_usr.utils import get_model, get_trainer
 
 UNIFIED_ID = {**SMALL_SASREC, "item_repr": "id", "n_heads": 2, "train_batch_size": 8}
@@ -32,17 +28,7 @@ MODELS = [("SASRec", {**SMALL_SASREC, "train_batch_size": 8}), ("UnifiedSASRec",
 
 
 def prepare(tiny_dataset, model="SASRec", **overrides):
-    settings = dict(MODELS)[model]
-    config = build_config(
-        model,
-        tiny_dataset.name,
-        config_file_list=[str(tiny_dataset.yaml_path)],
-        config_dict=tiny_dataset.config_dict(**{**settings, **overrides}),
-    )
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    return config, dataset, train_data, valid_data, test_data
+    return prepare_tiny(tiny_dataset, model, {**dict(MODELS)[model], **overrides})
 
 
 def test_keep_mask_drops_cold_interactions_except_evaluation_targets():

@@ -4,9 +4,8 @@ import itertools
 
 import pytest
 import torch
-from recbole.data import create_dataset, data_preparation
-from recbole.utils import init_seed
 
+from conftest import prepare_tiny
 from recbole_usr.evaluation import evaluate_slices
 from recbole_usr.model import semantic_id_representations as sid
 from recbole_usr.model.item_representation import build_item_representation
@@ -20,7 +19,7 @@ from recbole_usr.model.semantic_id_representations import (
     ngram_table_rows,
 )
 from recbole_usr.model.sequential_recommender.unified_sasrec import UnifiedSASRec
-from recbole_usr.quick_start import build_config, load_data_and_model, run
+from recbole_usr.quick_start import load_data_and_model, run
 
 # Hand-made code table: L = 3 levels, K = 4 codes per level; row 0 is padding.
 CODES = torch.tensor([[0, 0, 0], [1, 2, 3], [3, 0, 2], [1, 2, 0]])
@@ -179,15 +178,7 @@ def fake_text(monkeypatch):
 
 
 def build(tiny_dataset, **overrides):
-    config = build_config(
-        "UnifiedSASRec",
-        tiny_dataset.name,
-        config_file_list=[str(tiny_dataset.yaml_path)],
-        config_dict=tiny_dataset.config_dict(**{**SMALL, **overrides}),
-    )
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
+    config, _, train_data, _, _ = prepare_tiny(tiny_dataset, "UnifiedSASRec", {**SMALL, **overrides})
     return config, train_data
 
 

@@ -4,14 +4,12 @@ import math
 
 import pytest
 import torch
-from recbole.data import create_dataset, data_preparation
 from recbole.data.interaction import Interaction
-from recbole.utils import init_seed
 
+from conftest import prepare_tiny
 from recbole_usr.model.generative import PrefixTrie, constrained_beam_search
 from recbole_usr.model.generative.semantic_ids import deduplicated_codes
 from recbole_usr.model.sequential_recommender.tiger import TIGER, TIGERTrainer
-from recbole_usr.quick_start import build_config
 
 # A small TIGER for the tiny dataset (12 items): 2 RQ levels of 4 codes + de-duplication.
 # rq_pretrain_epochs 0: k-means codes only; training the tokenizer on 11 vectors collapses them.
@@ -130,15 +128,7 @@ def test_dedup_level_makes_colliding_codes_unique():
 
 
 def build(tiny_dataset, **overrides):
-    config = build_config(
-        "TIGER",
-        tiny_dataset.name,
-        config_file_list=[str(tiny_dataset.yaml_path)],
-        config_dict=tiny_dataset.config_dict(**{**SMALL_TIGER, **overrides}),
-    )
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
+    config, _, train_data, valid_data, test_data = prepare_tiny(tiny_dataset, "TIGER", {**SMALL_TIGER, **overrides})
     model = TIGER(config, train_data._dataset)
     return config, model, train_data, valid_data, test_data
 

@@ -7,6 +7,7 @@ from recbole.data import create_dataset, data_preparation
 from recbole.data.interaction import Interaction
 from recbole.utils import init_seed
 
+from conftest import prepare_tiny
 from recbole_usr.data.whole_sequence import whole_sequence_row_indices
 from recbole_usr.model.sequential_recommender.unified_sasrec import UnifiedSASRec
 from recbole_usr.quick_start import build_config, load_data_and_model, run
@@ -32,15 +33,7 @@ SMALL_UNIFIED = {
 
 
 def build(tiny_dataset, **overrides):
-    config = build_config(
-        "UnifiedSASRec",
-        tiny_dataset.name,
-        config_file_list=[str(tiny_dataset.yaml_path)],
-        config_dict=tiny_dataset.config_dict(**{**SMALL_UNIFIED, **overrides}),
-    )
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
+    config, _, train_data, valid_data, test_data = prepare_tiny(tiny_dataset, "UnifiedSASRec", {**SMALL_UNIFIED, **overrides})
     model = UnifiedSASRec(config, train_data._dataset)
     return config, model, train_data, valid_data, test_data
 
