@@ -97,3 +97,13 @@ def test_two_runs_keep_distinct_checkpoints(tiny_dataset, tmp_path):
     second = tiny_run(tiny_dataset, saved)  # well within the same second's naming of RecBole
     assert first["model_file"] != second["model_file"]
     assert sorted(os.listdir(saved)) == sorted(os.path.basename(r["model_file"]) for r in (first, second))
+
+
+def test_import_leaves_autograd_anomaly_detection_off():
+    # RecBole's sine.py switches it on for the whole process when its model package is imported.
+    import subprocess
+    import sys
+
+    code = "import torch, recbole_usr, recbole.model.sequential_recommender; print(torch.is_anomaly_enabled())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False"
