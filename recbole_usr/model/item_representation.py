@@ -95,7 +95,7 @@ class UnifiedItemEmbedding(nn.Module):
             if self.train_mode == "two_stage":
                 self.tokenizer.requires_grad_(False)
         self.last_codes = None
-        self.cached_semantic = None
+        self.cached_codes = None
 
     def pretrain_tokenizer(self, config, item_text):
         """k-means initialisation, then ``rq_pretrain_epochs`` of reconstruction + quantisation."""
@@ -113,50 +113,43 @@ class UnifiedItemEmbedding(nn.Module):
         torch.set_rng_state(generator_state)  # keep the recommender's initialisation seed-stable
 
     def train(self, mode=True):
-        self.cached_semantic = None  # the tokenizer may change from here on
+        self.cached_codes = None  # the tokenizer may change from here on
         return super().train(mode)
 
+    def item_codes(self):
+        """Semantic IDs of every item ``[n_items - 1, L]`` (padding excluded).
+
+        Assigned once per ``train()``/``eval()`` switch: once per training epoch, once per
+        evaluation. Within an epoch the codewords keep training, but which codewords an item
+        uses stays fixed, so every item's vector is computed the same way at every step.
+        """
+        if getattr(self, "cached_codes", None) is None:
+            with torch.no_grad():
+                self.cached_codes = self.tokenizer.encode(self.text_embeddings[1:])
+            self.last_codes = self.cached_codes
+        return self.cached_codes
+
     def semantic_table(self):
-        """Quantised vectors of every item ``[n_items, semantic_dim]`` (row 0 zeros), no gradient.
-
-        Computed once per ``train()``/``eval()`` switch, i.e. once per training epoch and once
-        per evaluation: in end-to-end training the items of each batch are re-quantised with
-        gradients on top of it (see ``forward``), so only the softmax negatives outside the
-        batch see a table up to one epoch old.
-        """
-        cached = getattr(self, "cached_semantic", None)
-        if cached is not None:
-            return cached
-        with torch.no_grad():
-            codes = self.tokenizer.encode(self.text_embeddings[1:])
-            table = torch.cat([self.text_embeddings.new_zeros(1, self.semantic_dim), self.tokenizer.embed_codes(codes)])
-        self.last_codes = codes
-        self.cached_semantic = table
-        return table
-
-    def recommendation_view(self, out):
-        """The quantised vectors as the recommender sees them: value = sum of the selected
-        codewords; the recommendation gradient reaches the encoder (straight-through) scaled by
-        ``rq_rec_grad_scale``, and the selected codewords when ``rq_rec_codeword_grad``.
-
-        On Amazon Beauty the full straight-through gradient (scale 1) collapsed the codebooks
-        within 30 steps (level-1 activation 1.6%, unique coverage 0.02%), hence the defaults.
-        """
-        value = out.quantized.detach()
-        view = value + self.rec_grad_scale * (out.latent - out.latent.detach())
-        if self.rec_codeword_grad and not self.tokenizer.levels[0].use_ema:
-            codewords = self.tokenizer.embed_codes(out.codes)
-            view = view + (codewords - codewords.detach())
-        return view
+        """Quantised vectors ``[n_items, semantic_dim]`` (row 0 zeros): the sum of each item's
+        current codewords. In end-to-end training with ``rq_rec_codeword_grad`` the
+        recommendation gradient reaches the codewords through it."""
+        codes = self.item_codes()
+        train_codewords = self.training and self.train_mode == "end_to_end" and self.rec_codeword_grad
+        with torch.set_grad_enabled(train_codewords and torch.is_grad_enabled()):
+            vectors = self.tokenizer.embed_codes(codes)
+        return torch.cat([vectors.new_zeros(1, self.semantic_dim), vectors])
 
     def forward(self, batch_items=None):
-        """The item table; in end-to-end training the tokenizer runs with gradients on
-        ``batch_items`` only (the items of the batch), the rest of the table without.
+        """The item table and, in end-to-end training, the tokenizer's own losses.
 
-        Running the RQ encoder and decoder over the whole catalogue at every step would cost
-        more than the transformer itself on a CPU; the recommendation gradient reaches the
-        tokenizer through the items the batch contains, and the quantisation and
-        reconstruction losses are estimated on them.
+        The same rule builds every row at every step (an item's codes from this epoch, the
+        current codewords), so training cannot tell batch items from the other candidates.
+        The RQ encoder and decoder run with gradients on ``batch_items`` only (the items of
+        the batch): over the whole catalogue at every step they would cost more than the
+        transformer on a CPU. ``rq_rec_grad_scale`` > 0 adds the straight-through
+        recommendation gradient to the encoder for those items; on Amazon Beauty scale 1
+        collapsed the codebooks within 30 steps (level-1 activation 1.6%, unique coverage
+        0.02%), hence the default 0.
         """
         parts, losses = [], {}
         if self.id_embedding is not None:
@@ -166,7 +159,9 @@ class UnifiedItemEmbedding(nn.Module):
             if self.training and self.train_mode == "end_to_end":
                 items = batch_items if batch_items is not None else torch.arange(1, table.shape[0], device=table.device)
                 out = self.tokenizer(self.text_embeddings[items])
-                table = table.index_put((items,), self.recommendation_view(out))
+                if self.rec_grad_scale:
+                    straight_through = self.rec_grad_scale * (out.latent - out.latent.detach())
+                    table = table.index_put((items,), straight_through, accumulate=True)
                 losses["rq_loss"] = self.rq_loss_weight * out.quantization_loss
                 losses["recon_loss"] = self.recon_loss_weight * out.recon_loss
             parts.append(table)
