@@ -52,6 +52,16 @@ def mean_spread(values):
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
+def command_lines(records):
+    """The command behind every row, with the thread count and commit it ran at."""
+    lines = ["", "Commands (run from the checkout root):", ""]
+    for record in records:
+        threads = f"OMP_NUM_THREADS={record['threads']} " if record.get("threads") else ""
+        lines.append(f"- {record.get('label', record.get('suite'))}: `{threads}python {record.get('command', '?')}` "
+                     f"(commit {record.get('git_commit', '?')}, {record.get('wall_seconds', 0):.0f} s wall)")
+    return "\n".join(lines)
+
+
 def metric_table(records, published):
     """Rows grouped by label over seeds: mean ± sd of each metric, then the paper rows."""
     groups = defaultdict(list)
@@ -145,11 +155,11 @@ def write_report():
             if rows:
                 machines = sorted({r.get("machine", "?") for r in rows})
                 sections.append(f"## Main table: {dataset}, {mode} ranking\n\nMachine: {'; '.join(machines)}\n")
-                sections.append(metric_table(rows, published.get(dataset)) + "\n")
+                sections.append(metric_table(rows, published.get(dataset)) + "\n" + command_lines(rows) + "\n")
         cost = [r for r in records if r.get("suite") == "cost" and r.get("dataset") == dataset]
         if cost:
             sections.append(f"## Cost: {dataset}\n\nMachine: {cost[0].get('machine', '?')}\n")
-            sections.append(cost_table(cost) + "\n")
+            sections.append(cost_table(cost) + "\n" + command_lines(cost) + "\n")
         for record in records:
             if record.get("suite") == "tokenizer" and record.get("dataset") == dataset:
                 sections.append(f"## Tokenizer (paper Table 1): {dataset}\n\nCommand: `{record['command']}` "

@@ -83,13 +83,14 @@ def run_one(suite, dataset, label, model, overrides, mode, seed, epochs, extra, 
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     print(f"[benchmarks] {label} on {dataset} ({mode}, seed {seed}) ...", flush=True)
+    commit = git_commit()  # the code the run starts with
     start = time.time()
     completed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.time() - start
     record = {
         "suite": suite, "label": label, "model": model, "dataset": dataset, "mode": mode, "seed": seed,
         "overrides": overrides, "command": " ".join(command[1:]).replace(raw, "RESULTS.json"),
-        "git_commit": git_commit(), "machine": machine_name(), "threads": threads or os.cpu_count(),
+        "git_commit": commit, "machine": machine_name(), "threads": threads or os.cpu_count(),
         "wall_seconds": wall,
         "returncode": completed.returncode,
     }
