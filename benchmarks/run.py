@@ -162,14 +162,15 @@ def main(argv=None):
 def tokenizer_suite(dataset, quick=False):
     """Paper Table 1 via ``python -m recbole_usr.tokenize`` (its JSON lands in results/)."""
     os.makedirs(RESULTS_DIR, exist_ok=True)
-    out_dir = os.path.join(ROOT, "saved", "tokenizer", dataset)
-    command = [sys.executable, "-m", "recbole_usr.tokenize", f"--dataset={dataset}", f"--tokenizer_output_dir={out_dir}"]
+    relative_out = os.path.join("saved", "tokenizer", dataset)
+    out_dir = os.path.join(ROOT, relative_out)
+    command = [sys.executable, "-m", "recbole_usr.tokenize", f"--dataset={dataset}", f"--tokenizer_output_dir={relative_out}"]
     if quick:
         command.append("--tokenizer_epochs=20")
     print(f"[benchmarks] tokenizer table on {dataset} ...", flush=True)
     start = time.time()
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    record = {"suite": "tokenizer", "dataset": dataset, "command": " ".join(command[1:]),
+    record = {"suite": "tokenizer", "dataset": dataset, "command": "python " + " ".join(command[1:]),
               "git_commit": git_commit(), "machine": machine_name(), "wall_seconds": time.time() - start,
               "returncode": completed.returncode}
     stats_file = os.path.join(out_dir, "stats.json")
