@@ -31,7 +31,12 @@ from recbole.utils import init_logger, init_seed  # noqa: E402
 from recbole_usr.data.cold_start import create_dataset  # noqa: E402
 from recbole_usr.evaluation import evaluate_slices  # noqa: E402
 from recbole_usr.evaluation.slices import SLICE_NAMES, format_slice_table  # noqa: E402
-from recbole_usr.quick_start import build_config, time_train_epochs, unique_checkpoint_path  # noqa: E402
+from recbole_usr.quick_start import (  # noqa: E402
+    build_config,
+    item_parameter_counts,
+    time_train_epochs,
+    unique_checkpoint_path,
+)
 from recbole_usr.utils import get_model, get_trainer  # noqa: E402
 
 # name -> (model, properties); every UnifiedSASRec variant has a 64-d item table.
@@ -87,15 +92,10 @@ def parse_overrides(pairs):
     return overrides
 
 
-def item_parameter_counts(model):
+def table_parameter_counts(model):
     """Item-representation parameter counts, and the one number the table shows."""
-    item_repr = getattr(model, "item_repr", None)
-    if item_repr is not None:
-        counts = dict(item_repr.describe())
-        main = counts.get("item_embedding", counts.get("id_table"))
-    else:  # RecBole's SASRec
-        counts = {"id_table": model.item_embedding.weight.numel()}
-        main = counts["id_table"]
+    counts = item_parameter_counts(model)
+    main = counts.get("item_embedding", counts.get("id_table"))
     counts["total_model"] = sum(p.numel() for p in model.parameters())
     return counts, main
 
@@ -130,7 +130,7 @@ def train_and_evaluate(name, model_name, properties, args, extra):
     slices = evaluate_slices(trainer.model, test_data, train_data._dataset, topk=[K])
     if not args.keep_checkpoints and os.path.isfile(trainer.saved_model_file):
         os.remove(trainer.saved_model_file)
-    counts, main_count = item_parameter_counts(trainer.model)
+    counts, main_count = table_parameter_counts(trainer.model)
     matches = all(
         abs(slices["overall"][f"{metric}@{K}"] - test_result[f"{metric}@{K}"]) <= 1e-4
         for metric in ("recall", "ndcg")

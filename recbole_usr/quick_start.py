@@ -111,20 +111,21 @@ def build_config(model, dataset, config_file_list=None, config_dict=None, allow_
     model_class = get_model(model) if isinstance(model, str) else model
     model_name = model_class.__name__
     files = plugin_property_files(model_name, dataset) + list(config_file_list or [])
+    file_keys = user_file_keys(config_file_list)
     with isolated_argv():
         try:
             config = Config(model=model_class, dataset=dataset, config_file_list=files, config_dict=config_dict)
         except ValueError as error:
             # RecBole insists on train_neg_sample_args=None for CE models but its overall.yaml
             # sets a sampler: drop the default unless the user asked for one.
-            user_keys = set(config_dict) | set(user_file_keys(config_file_list))
+            user_keys = set(config_dict) | set(file_keys)
             if "train_neg_sample_args" in user_keys or "when the loss_type is CE" not in str(error):
                 raise
             config_dict["train_neg_sample_args"] = None
             config = Config(model=model_class, dataset=dataset, config_file_list=files, config_dict=config_dict)
     if config["strict_properties"]:
         check_property_names(list(config_dict), "the command line / config_dict")
-        check_property_names(user_file_keys(config_file_list), "the property files")
+        check_property_names(file_keys, "the property files")
     if dataset != "ml-100k":  # RecBole itself always reads ml-100k from its wheel
         requested_root = os.path.dirname(os.path.normpath(config["data_path"]))
         root = find_dataset_root(dataset, requested_root, allow_download=allow_download)

@@ -94,7 +94,6 @@ class UnifiedItemEmbedding(nn.Module):
             self.pretrain_tokenizer(config, text[1:])
             if self.train_mode == "two_stage":
                 self.tokenizer.requires_grad_(False)
-        self.last_codes = None
         self.cached_codes = None
 
     def pretrain_tokenizer(self, config, item_text):
@@ -126,7 +125,6 @@ class UnifiedItemEmbedding(nn.Module):
         if getattr(self, "cached_codes", None) is None:
             with torch.no_grad():
                 self.cached_codes = self.tokenizer.encode(self.text_embeddings[1:])
-            self.last_codes = self.cached_codes
         return self.cached_codes
 
     def semantic_table(self):
