@@ -3,15 +3,18 @@
     python -m benchmarks.run --quick                      # ml-100k, 1 epoch, 1 seed (< 20 min on 2 CPU cores)
     python -m benchmarks.run --suite main --datasets Amazon_Beauty --epochs 200 --seeds 2020 2021 2022
     python -m benchmarks.run --suite cost --datasets Amazon_Beauty --epochs 1
+    python -m benchmarks.run --modes full --reeval uni99 --epochs 30    # one training, both protocols
 
 Every run is a subprocess of ``run_recbole_usr.py`` (so its peak memory is its own) and
-leaves ``benchmarks/results/<suite>-<dataset>-<label>-<mode>-s<seed>.json`` holding the
-command, git commit, seed, machine, wall time, per-epoch training time and metrics.
+leaves ``benchmarks/results/<suite>-<dataset>-<label>-<mode>-s<seed>-e<epochs>.json`` holding
+the command, git commit, seed, machine, wall time, per-epoch training time and metrics;
+``--reeval uni99`` adds the best checkpoint's metrics under 99 sampled negatives.
 ``python -m benchmarks.report`` turns them into ``benchmarks/RESULTS.md`` and plots.
 The device follows RecBole's ``use_gpu`` (a CUDA GPU is used when present).
 """
 
 import argparse
+import glob
 import json
 import os
 import platform
@@ -73,7 +76,7 @@ def slug(text):
 def run_one(suite, dataset, label, model, overrides, mode, seed, epochs, extra, threads=None):
     """One training run in its own process; returns the path of its results JSON."""
     os.makedirs(RESULTS_DIR, exist_ok=True)
-    name = f"{suite}-{slug(dataset)}-{slug(label)}-{mode}-s{seed}"
+    name = f"{suite}-{slug(dataset)}-{slug(label)}-{mode}-s{seed}-e{epochs}"  # budgets never overwrite each other
     out = os.path.join(RESULTS_DIR, name + ".json")
     raw = os.path.join(RESULTS_DIR, name + ".raw.tmp")
     props = {**overrides, **MODES[mode], "seed": seed, "epochs": epochs, "show_progress": False, **extra}
@@ -104,6 +107,44 @@ def run_one(suite, dataset, label, model, overrides, mode, seed, epochs, extra, 
     with open(out, "w") as f:
         json.dump(record, f, indent=2, default=float)
     return out
+
+
+def reevaluate(out, mode, threads=None):
+    """Test the best checkpoint of the run recorded in ``out`` again under ``mode`` (e.g. uni99)
+    with ``python -m recbole_usr.evaluate``; the result lands in the record's ``reevaluated``.
+
+    One training then gives both protocols (model selection stays on the run's own valid
+    metric), instead of a second training per protocol.
+    """
+    with open(out) as f:
+        record = json.load(f)
+    model_file = record.get("model_file")
+    if not model_file or not os.path.isfile(os.path.join(ROOT, model_file)):
+        print(f"[benchmarks]   no checkpoint for {os.path.basename(out)} ({model_file}); not re-evaluated", flush=True)
+        return None
+    raw = out[: -len(".json")] + f".{mode}.raw.tmp"
+    command = [sys.executable, "-m", "recbole_usr.evaluate", f"--model_file={model_file}", f"--eval_mode={mode}",
+               f"--results_file={raw}"]
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    print(f"[benchmarks]   re-evaluating {record['label']} ({mode}) ...", flush=True)
+    start = time.time()
+    completed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    entry = {"command": " ".join(command[1:]).replace(raw, "RESULTS.json"), "git_commit": git_commit(),
+             "threads": threads or os.cpu_count(), "wall_seconds": time.time() - start,
+             "returncode": completed.returncode}
+    if completed.returncode == 0 and os.path.isfile(raw):
+        with open(raw) as f:
+            entry.update(json.load(f))
+        os.unlink(raw)
+    else:
+        entry["error"] = completed.stderr[-3000:]
+        print(f"[benchmarks]   FAILED ({completed.returncode}): {completed.stderr[-500:]}", flush=True)
+    record.setdefault("reevaluated", {})[mode] = entry
+    with open(out, "w") as f:
+        json.dump(record, f, indent=2, default=float)
+    return entry
 
 
 def plan(args):
@@ -140,6 +181,12 @@ def main(argv=None):
     parser.add_argument("--seeds", nargs="+", type=int, default=[2020])
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (OMP_NUM_THREADS)")
     parser.add_argument("--set", nargs="*", default=[], help="extra key=value properties for every run")
+    parser.add_argument("--reeval", nargs="*", default=[], choices=[m for m in MODES if m != "full"],
+                        help="after each full-ranking main run, test its best checkpoint again under these modes "
+                             "(one training, both protocols)")
+    parser.add_argument("--reeval_existing", action="store_true",
+                        help="no training: apply --reeval to the existing results of the selected main rows "
+                             "whose checkpoints are still in saved/")
     args = parser.parse_args(argv)
     extra = dict(item.split("=", 1) for item in args.set)
     if args.quick:  # a smoke run of every suite: ml-100k, 1 epoch, histories cut to 20 items
@@ -147,16 +194,39 @@ def main(argv=None):
         args.suites = ["main", "cost", "tokenizer"]
         args.modes = ["full"]
         extra.setdefault("MAX_ITEM_LIST_LENGTH", 20)
+    if args.reeval_existing:
+        for dataset in args.datasets:
+            for out in existing_main_results(dataset, args.labels):
+                for mode in args.reeval:
+                    reevaluate(out, mode, args.threads)
+        from benchmarks.report import write_report
+
+        print(f"[benchmarks] wrote {write_report()}")
+        return
     for dataset in args.datasets:
         if "tokenizer" in args.suites:
             tokenizer_suite(dataset, quick=args.quick)
         for seed in args.seeds:
             for suite, label, model, overrides, mode in plan(args):
                 epochs = 1 if suite == "cost" and not args.quick else args.epochs
-                run_one(suite, dataset, label, model, overrides, mode, seed, epochs, extra, args.threads)
+                out = run_one(suite, dataset, label, model, overrides, mode, seed, epochs, extra, args.threads)
+                if suite == "main" and mode == "full":
+                    for reeval_mode in args.reeval:
+                        reevaluate(out, reeval_mode, args.threads)
     from benchmarks.report import write_report
 
     print(f"[benchmarks] wrote {write_report()}")
+
+
+def existing_main_results(dataset, labels=None):
+    """Result files of full-ranking main runs on ``dataset`` (optionally only ``labels``)."""
+    paths = []
+    for path in sorted(glob.glob(os.path.join(RESULTS_DIR, f"main-{slug(dataset)}-*-full-*.json"))):
+        with open(path) as f:
+            record = json.load(f)
+        if record.get("dataset") == dataset and (not labels or record.get("label") in labels):
+            paths.append(path)
+    return paths
 
 
 def tokenizer_suite(dataset, quick=False):

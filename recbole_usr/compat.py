@@ -7,8 +7,10 @@ exception: pandas 3's copy-on-write changes break ``Dataset._remap`` deep inside
 RecBole, so setup.cfg pins ``pandas<3`` instead.
 
 1. numpy 2 removed aliases that RecBole's ``Config.compatibility_settings`` reads
-   (``np.float_``, ``np.complex_``, ``np.unicode_``) and that ray 2.6's tensorboard
-   logger reads (``np.bool8``). We restore them as plain aliases.
+   (``np.float_``, ``np.complex_``, ``np.unicode_``), that ray 2.6's tensorboard
+   logger reads (``np.bool8``), and that RecBole's metrics read (``np.float``, ...; set by
+   RecBole's ``Config`` itself, so missing when a checkpoint is only unpickled, e.g. by
+   ``python -m recbole_usr.evaluate``). We restore them as plain aliases.
 2. torch >= 2.6 loads checkpoints with ``weights_only=True``; RecBole pickles its
    ``Config`` into every checkpoint, so its own ``torch.load`` calls fail. We set
    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` (read by torch at call time) unless the user
@@ -28,6 +30,14 @@ _NUMPY_ALIASES = {
     "complex_": np.complex128,
     "unicode_": np.str_,
     "bool8": np.bool_,
+    # RecBole's metrics and layers use these; its ``Config.compatibility_settings`` sets them,
+    # but a process that only unpickles a Config from a checkpoint never runs it.
+    "float": np.float64,
+    "int": np.int_,
+    "bool": np.bool_,
+    "object": np.object_,
+    "str": np.str_,
+    "long": np.int_,
 }
 
 

@@ -217,10 +217,28 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True):
     }
 
 
-def load_data_and_model(model_file):
-    """Rebuild config, data and model from a checkpoint written by :func:`run` (any model)."""
+def set_eval_mode(config, mode):
+    """Evaluate valid and test with ``mode`` (``full``, ``uniN``, ``popN``), as if
+    ``eval_args: {mode: ...}`` had been set: RecBole derives its samplers from it."""
+    if not (mode == "full" or (mode[:3] in ("uni", "pop") and mode[3:].isdigit())):
+        raise ValueError(f"Unknown evaluation mode '{mode}': use full, uniN or popN (e.g. uni99).")
+    config["eval_args"] = {**config["eval_args"], "mode": {"valid": mode, "test": mode}}
+    for phase in ("valid", "test"):
+        config._set_eval_neg_sample_args(phase)
+
+
+def load_data_and_model(model_file, eval_mode=None):
+    """Rebuild config, data and model from a checkpoint written by :func:`run` (any model).
+
+    ``eval_mode`` (e.g. ``uni99``) rebuilds the evaluation data under another protocol, so
+    a model trained once can be tested with full ranking and with sampled negatives.
+    """
+    if not os.path.isfile(model_file):
+        raise FileNotFoundError(f"No checkpoint at '{model_file}'.")
     checkpoint = torch.load(model_file, map_location="cpu", weights_only=False)
     config = checkpoint["config"]
+    if eval_mode:
+        set_eval_mode(config, eval_mode)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     dataset = create_dataset(config)

@@ -17,12 +17,13 @@ from recbole_usr.quick_start import load_data_and_model, run
 FRESH_IMPORT = """
 import json, os, sys
 import numpy as np
-before = {name: name in np.__dict__ for name in ("float_", "complex_", "unicode_", "bool8")}
+NAMES = ("float_", "complex_", "unicode_", "bool8", "float", "int", "object", "str")
+before = {name: name in np.__dict__ for name in NAMES}
 import recbole_usr, recbole_usr.quick_start, recbole_usr.cli
 from recbole.config import Config
 print(json.dumps({
     "before": before,
-    "aliases": {name: getattr(np, name).__name__ for name in ("float_", "complex_", "unicode_", "bool8")},
+    "aliases": {name: getattr(np, name).__name__ for name in NAMES},
     "env": os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"),
     "ray": sorted(m for m in sys.modules if m == "ray" or m.startswith("ray.")),
     "recbole_quick_start": "recbole.quick_start" in sys.modules,
@@ -37,8 +38,10 @@ def test_fresh_import_patches_numpy_and_torch_load_without_ray():
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
+    # no Config is built in that process: the metrics' np.float etc. must come from the shim
     assert report["aliases"] == {"float_": "float64", "complex_": "complex128", "unicode_": "str_",
-                                 "bool8": "bool"}
+                                 "bool8": "bool", "float": "float64", "int": "int64",
+                                 "object": "object_", "str": "str_"}
     assert report["env"] == "1"
     assert report["ray"] == []
     assert report["recbole_quick_start"] is False
@@ -107,3 +110,30 @@ def test_import_leaves_autograd_anomaly_detection_off():
     code = "import torch, recbole_usr, recbole.model.sequential_recommender; print(torch.is_anomaly_enabled())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "False"
+
+
+def test_evaluate_command_rereads_a_checkpoint_in_a_fresh_process(tiny_dataset, tmp_path):
+    # same protocol: the stored test metrics come back; uni99: a sampled protocol runs to
+    # metrics (RecBole's metrics need numpy aliases that only a built Config used to set)
+    result = tiny_run(tiny_dataset, tmp_path / "saved")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(CHECKOUT_ROOT), os.environ.get("PYTHONPATH")])))
+    reports = {}
+    for mode in ("full", "uni99"):
+        out = tmp_path / f"{mode}.json"
+        done = subprocess.run(
+            [sys.executable, "-m", "recbole_usr.evaluate", f"--model_file={result['model_file']}",
+             f"--eval_mode={mode}", f"--results_file={out}"],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        reports[mode] = json.loads(out.read_text())
+    assert reports["full"]["test_result"] == pytest.approx(result["test_result"], abs=1e-9)
+    assert reports["uni99"]["eval_mode"] == "uni99"
+    # 12 items < 100 candidates: every item is ranked, so uni99 hits at least as often as full
+    assert reports["uni99"]["test_result"]["hit@10"] >= reports["full"]["test_result"]["hit@10"]
+
+
+def test_unknown_eval_mode_is_rejected(tiny_dataset, tmp_path):
+    result = tiny_run(tiny_dataset, tmp_path / "saved")
+    with pytest.raises(ValueError, match="uniN"):
+        load_data_and_model(result["model_file"], eval_mode="sampled")

@@ -9,6 +9,7 @@ from recbole.utils import init_seed
 
 from conftest import prepare_tiny
 from recbole_usr.data.whole_sequence import whole_sequence_row_indices
+from recbole_usr.model.distinct_histories import distinct_histories
 from recbole_usr.model.sequential_recommender.unified_sasrec import UnifiedSASRec
 from recbole_usr.quick_start import build_config, load_data_and_model, run
 from recbole_usr.trainer import SemanticIDTrainer
@@ -127,6 +128,27 @@ def test_full_sort_agrees_with_predict(shared_encoder, tiny_dataset):
         items = candidates[:, column]
         pointwise = model.predict(Interaction({"item_id_list": seq, "item_length": lengths, "item_id": items}))
         assert torch.allclose(pointwise, full.gather(1, items.unsqueeze(1)).squeeze(1), atol=1e-5)
+
+
+def test_predict_on_repeated_histories_matches_full_sort(shared_encoder, tiny_dataset):
+    # RecBole's sampled evaluation layout: every history repeated once per candidate, rows of
+    # different users interleaved; predict encodes each distinct history once.
+    _, model, *_ = build(tiny_dataset)
+    model.eval()
+    seq, lengths = sequences([[1, 2, 3], [4, 5], [1, 2, 3, 6]])
+    full = model.full_sort_predict(Interaction({"item_id_list": seq, "item_length": lengths}))
+    users = torch.tensor([0, 1, 2, 0, 1, 2, 2, 0])
+    items = torch.tensor([2, 7, 9, 11, 3, 1, 4, 5])
+    scores = model.predict(Interaction({"item_id_list": seq[users], "item_length": lengths[users], "item_id": items}))
+    assert torch.allclose(scores, full[users, items], atol=1e-5)
+
+
+def test_distinct_histories_round_trip():
+    seq = torch.tensor([[3, 4, 0], [1, 0, 0], [3, 4, 0], [3, 4, 5]])
+    lengths = torch.tensor([2, 1, 2, 3])
+    (distinct_seq, distinct_len), row_of = distinct_histories(seq, lengths)
+    assert distinct_seq.shape == (3, 3) and distinct_len.shape == (3,)
+    assert torch.equal(distinct_seq[row_of], seq) and torch.equal(distinct_len[row_of], lengths)
 
 
 @pytest.mark.parametrize(

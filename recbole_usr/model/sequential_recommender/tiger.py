@@ -42,6 +42,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
+from recbole_usr.model.distinct_histories import distinct_histories
 from recbole_usr.model.generative.beam_decoder import BeamDecoder
 from recbole_usr.model.generative.beam_search import constrained_beam_search
 from recbole_usr.model.generative.prefix_trie import PrefixTrie
@@ -239,9 +240,8 @@ class TIGER(SequentialRecommender):
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
         test_item = interaction[self.ITEM_ID]
         # sampled evaluation repeats each history for every candidate: encode and project each once
-        history = torch.cat([user_id.unsqueeze(1), item_seq_len.unsqueeze(1), item_seq], dim=1)
-        unique, inverse = torch.unique(history, dim=0, return_inverse=True)
-        memory, padding = self.encode(unique[:, 0], unique[:, 2:], unique[:, 1])
+        (user_id, item_seq, item_seq_len), inverse = distinct_histories(user_id, item_seq, item_seq_len)
+        memory, padding = self.encode(user_id, item_seq, item_seq_len)
         memory_kv, memory_mask = self.decoder.memory_keys_values(memory, padding)
         memory_kv = [(keys[inverse], values[inverse]) for keys, values in memory_kv]
         logits = self.teacher_forced_logits(memory_kv, memory_mask[inverse], test_item)

@@ -24,6 +24,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.model.layers import TransformerEncoder
 
 from recbole_usr.data.whole_sequence import WholeSequenceDataset
+from recbole_usr.model.distinct_histories import distinct_histories
 from recbole_usr.model.item_representation import build_item_representation, log_parameter_counts
 from recbole_usr.trainer import SemanticIDTrainer
 
@@ -157,11 +158,14 @@ class UnifiedSASRec(SequentialRecommender):
         return (rec_loss, *aux_losses.values())
 
     def predict(self, interaction):
+        """Score of each row's candidate; sampled evaluation repeats a history per candidate,
+        so each distinct history is encoded once."""
         item_seq = interaction[self.ITEM_SEQ]
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
         test_item = interaction[self.ITEM_ID]
         item_table, _ = self.item_table()
-        seq_output = self.forward(item_seq, item_seq_len, item_table)
+        (item_seq, item_seq_len), row_of = distinct_histories(item_seq, item_seq_len)
+        seq_output = self.forward(item_seq, item_seq_len, item_table)[row_of]
         return (seq_output * item_table[test_item]).sum(dim=1)  # [B]
 
     def full_sort_predict(self, interaction):

@@ -1,0 +1,61 @@
+"""``python -m recbole_usr.evaluate --model_file=saved/X.pth [--eval_mode=uni99]``
+
+Test a trained checkpoint again, optionally under another evaluation protocol: RecBole fixes
+the protocol (full ranking or N sampled negatives) at training time, and papers report
+either, so a model trained once with full ranking can be read in the paper's ``uni99`` terms
+without retraining. The checkpoint's own best-valid selection is kept; valid and test are
+both re-evaluated. Any model written by ``run_recbole_usr`` (plugin or RecBole) works.
+"""
+
+import argparse
+import json
+import time
+from logging import getLogger
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model_file", required=True, help="checkpoint written by run_recbole_usr (saved/*.pth)")
+    parser.add_argument("--eval_mode", default=None, help="full, uniN or popN (default: the checkpoint's own)")
+    parser.add_argument("--results_file", default=None, help="write the results as JSON here")
+    return parser.parse_args(argv)
+
+
+def evaluate_checkpoint(model_file, eval_mode=None):
+    """``{"valid_result", "test_result", ...}`` of a checkpoint under ``eval_mode``."""
+    from recbole.utils import set_color
+
+    from recbole_usr.quick_start import load_data_and_model
+    from recbole_usr.utils import get_trainer
+
+    config, model, _, _, valid_data, test_data = load_data_and_model(model_file, eval_mode=eval_mode)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    start = time.time()
+    valid_result = trainer.evaluate(valid_data, load_best_model=False, show_progress=config["show_progress"])
+    test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=config["show_progress"])
+    seconds = time.time() - start
+    mode = config["eval_args"]["mode"]["test"]
+    getLogger().info(set_color(f"valid result [{mode}]", "yellow") + f": {valid_result}")
+    getLogger().info(set_color(f"test result [{mode}]", "yellow") + f": {test_result}")
+    return {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "model_file": model_file,
+        "eval_mode": mode,
+        "valid_result": dict(valid_result),
+        "test_result": dict(test_result),
+        "eval_seconds": seconds,
+    }
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    result = evaluate_checkpoint(args.model_file, args.eval_mode)
+    if args.results_file:
+        with open(args.results_file, "w") as f:
+            json.dump(result, f, indent=2, default=float)
+    return result
+
+
+if __name__ == "__main__":
+    main()
