@@ -73,28 +73,18 @@ def slug(text):
     return "".join(c if c.isalnum() else "-" for c in text).strip("-").lower()
 
 
-def run_one(suite, dataset, label, model, overrides, mode, seed, epochs, extra, threads=None):
-    """One training run in its own process; returns the path of its results JSON."""
-    os.makedirs(RESULTS_DIR, exist_ok=True)
-    name = f"{suite}-{slug(dataset)}-{slug(label)}-{mode}-s{seed}-e{epochs}"  # budgets never overwrite each other
-    out = os.path.join(RESULTS_DIR, name + ".json")
-    raw = os.path.join(RESULTS_DIR, name + ".raw.tmp")
-    props = {**overrides, **MODES[mode], "seed": seed, "epochs": epochs, "show_progress": False, **extra}
-    command = [sys.executable, "run_recbole_usr.py", f"--model={model}", f"--dataset={dataset}",
-               f"--results_file={raw}"] + [f"--{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in props.items()]
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="4294967296", MALLOC_TRIM_THRESHOLD_="4294967296")
+def run_json_command(command, raw, threads=None, env_extra=None):
+    """Run a command that writes its results as JSON to ``raw``; returns a record of the run
+    (command, commit at start, threads, wall time, return code) merged with those results."""
+    env = dict(os.environ, **(env_extra or {}))
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    print(f"[benchmarks] {label} on {dataset} ({mode}, seed {seed}) ...", flush=True)
     commit = git_commit()  # the code the run starts with
     start = time.time()
     completed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-    wall = time.time() - start
     record = {
-        "suite": suite, "label": label, "model": model, "dataset": dataset, "mode": mode, "seed": seed,
-        "overrides": overrides, "command": " ".join(command[1:]).replace(raw, "RESULTS.json"),
-        "git_commit": commit, "machine": machine_name(), "threads": threads or os.cpu_count(),
-        "wall_seconds": wall,
+        "command": " ".join(command[1:]).replace(raw, "RESULTS.json"), "git_commit": commit,
+        "threads": threads or os.cpu_count(), "wall_seconds": time.time() - start,
         "returncode": completed.returncode,
     }
     if completed.returncode == 0 and os.path.isfile(raw):
@@ -104,6 +94,25 @@ def run_one(suite, dataset, label, model, overrides, mode, seed, epochs, extra, 
     else:
         record["error"] = completed.stderr[-3000:]
         print(f"[benchmarks]   FAILED ({completed.returncode}): {completed.stderr[-500:]}", flush=True)
+    return record
+
+
+def run_one(suite, dataset, label, model, overrides, mode, seed, epochs, extra, threads=None):
+    """One training run in its own process; returns the path of its results JSON."""
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    name = f"{suite}-{slug(dataset)}-{slug(label)}-{mode}-s{seed}-e{epochs}"  # budgets never overwrite each other
+    out = os.path.join(RESULTS_DIR, name + ".json")
+    raw = os.path.join(RESULTS_DIR, name + ".raw.tmp")
+    props = {**overrides, **MODES[mode], "seed": seed, "epochs": epochs, "show_progress": False, **extra}
+    command = [sys.executable, "run_recbole_usr.py", f"--model={model}", f"--dataset={dataset}",
+               f"--results_file={raw}"] + [f"--{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in props.items()]
+    print(f"[benchmarks] {label} on {dataset} ({mode}, seed {seed}) ...", flush=True)
+    record = {
+        "suite": suite, "label": label, "model": model, "dataset": dataset, "mode": mode, "seed": seed,
+        "overrides": overrides, "machine": machine_name(),
+        **run_json_command(command, raw, threads,
+                           env_extra={"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "4294967296"}),
+    }
     with open(out, "w") as f:
         json.dump(record, f, indent=2, default=float)
     return out
@@ -125,22 +134,8 @@ def reevaluate(out, mode, threads=None):
     raw = out[: -len(".json")] + f".{mode}.raw.tmp"
     command = [sys.executable, "-m", "recbole_usr.evaluate", f"--model_file={model_file}", f"--eval_mode={mode}",
                f"--results_file={raw}"]
-    env = dict(os.environ)
-    if threads:
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     print(f"[benchmarks]   re-evaluating {record['label']} ({mode}) ...", flush=True)
-    start = time.time()
-    completed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-    entry = {"command": " ".join(command[1:]).replace(raw, "RESULTS.json"), "git_commit": git_commit(),
-             "threads": threads or os.cpu_count(), "wall_seconds": time.time() - start,
-             "returncode": completed.returncode}
-    if completed.returncode == 0 and os.path.isfile(raw):
-        with open(raw) as f:
-            entry.update(json.load(f))
-        os.unlink(raw)
-    else:
-        entry["error"] = completed.stderr[-3000:]
-        print(f"[benchmarks]   FAILED ({completed.returncode}): {completed.stderr[-500:]}", flush=True)
+    entry = run_json_command(command, raw, threads)
     record.setdefault("reevaluated", {})[mode] = entry
     with open(out, "w") as f:
         json.dump(record, f, indent=2, default=float)

@@ -1,7 +1,6 @@
 """``run_recbole_usr``: RecBole's ``run_recbole.py`` flags, with plugin models and properties."""
 
 import argparse
-import json
 
 
 def parse_args(argv=None):
@@ -28,12 +27,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     from recbole_usr.quick_start import run
+    from recbole_usr.utils import write_results
 
     args, config_files, overrides = parse_args(argv)
     result = run(args.model, args.dataset, config_file_list=config_files, config_dict=overrides)
-    if args.results_file:
-        with open(args.results_file, "w") as f:
-            json.dump(result, f, indent=2, default=float)
+    write_results(args.results_file, result)
     return result
 
 

@@ -8,7 +8,6 @@ both re-evaluated. Any model written by ``run_recbole_usr`` (plugin or RecBole) 
 """
 
 import argparse
-import json
 import time
 from logging import getLogger
 
@@ -49,11 +48,11 @@ def evaluate_checkpoint(model_file, eval_mode=None):
 
 
 def main(argv=None):
+    from recbole_usr.utils import write_results
+
     args = parse_args(argv)
     result = evaluate_checkpoint(args.model_file, args.eval_mode)
-    if args.results_file:
-        with open(args.results_file, "w") as f:
-            json.dump(result, f, indent=2, default=float)
+    write_results(args.results_file, result)
     return result
 
 

@@ -1,6 +1,7 @@
 """Model and trainer lookup: the plugin's classes first, then RecBole's (as RecBole-GNN does)."""
 
 import importlib
+import json
 import sys
 
 from recbole.utils import get_model as recbole_get_model
@@ -71,3 +72,10 @@ def register_with_recbole():
             extra = getattr(module, name + suffix, None)
             if extra is not None:
                 setattr(target, name + suffix, extra)
+
+
+def write_results(path, result):
+    """A command's results as JSON (numpy numbers included), when ``--results_file`` is given."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(result, f, indent=2, default=float)
