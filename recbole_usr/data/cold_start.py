@@ -108,6 +108,7 @@ class ColdItemSplitMixin:
             is_cold,
             eval_rows_per_user(self.config),
         )
+        self.users_before_cold_split = len(np.unique(self.inter_feat[self.uid_field].numpy()))
         removed = int((~keep).sum())
         kept_cold = int(is_cold[self.inter_feat[self.iid_field].numpy()[keep]].sum())
         self.inter_feat = self.inter_feat[np.flatnonzero(keep)]
@@ -120,6 +121,13 @@ class ColdItemSplitMixin:
         datasets = super().build()
         if len(self.cold_items):
             assert_no_cold_items(datasets[0], self.cold_items)
+            users = self.users_before_cold_split
+            tested = len(np.unique(datasets[-1].inter_feat[self.uid_field].numpy()))
+            if tested < users:
+                self.logger.info(
+                    f"Cold-item split: {users - tested} of {users} users have too few interactions left "
+                    "for a test row (or none at all) and are not tested."
+                )
         return datasets
 
 
