@@ -84,7 +84,8 @@ def test_padding_never_changes_real_positions(shared_encoder, tiny_dataset):
 def test_trimmed_batch_scores_equal_untrimmed(shared_encoder, tiny_dataset):
     _, model, *_ = build(tiny_dataset)
     model.eval()
-    seq, lengths = sequences([[1, 2], [3, 4, 5, 6]])
+    # rows out of length order: each length bucket is trimmed on its own, then put back in place
+    seq, lengths = sequences([[1, 2], [3, 4, 5, 6], [7], [2, 3, 4, 5, 6, 7, 8], [9, 1, 2]])
     interaction = Interaction({"item_id_list": seq, "item_length": lengths})
     trimmed = model.full_sort_predict(interaction)
     # reference without trimming: the backbone over all 10 padded positions

@@ -104,10 +104,15 @@ class UnifiedSASRec(SequentialRecommender):
         return self.trm_encoder(input_emb, attention_mask, output_all_encoded_layers=True)[-1]
 
     def forward(self, item_seq, item_seq_len, item_table=None):
+        """Output at each row's last real position ``[B, H]``, computed in length buckets
+        (evaluation batches mix lengths too: one long history would pad the whole batch)."""
         if item_table is None:
             item_table, _ = self.item_table()
-        output = self.encode_sequence(item_seq, item_table)
-        return self.gather_indexes(output, item_seq_len - 1)  # [B H]
+        seq_output = item_table.new_empty(item_seq.shape[0], self.hidden_size)
+        for rows in self.length_buckets(item_seq_len):
+            output = self.encode_sequence(item_seq[rows], item_table)
+            seq_output[rows] = self.gather_indexes(output, item_seq_len[rows] - 1)
+        return seq_output
 
     def length_buckets(self, item_seq_len):
         """Row indices of the batch split into ``train_length_buckets`` groups of similar length.
