@@ -192,8 +192,11 @@ def main(argv=None):
     if args.reeval_existing:
         for dataset in args.datasets:
             for out in existing_main_results(dataset, args.labels):
+                with open(out) as f:
+                    done = json.load(f).get("reevaluated") or {}
                 for mode in args.reeval:
-                    reevaluate(out, mode, args.threads)
+                    if mode not in done:  # delete a record's entry to redo it
+                        reevaluate(out, mode, args.threads)
         from benchmarks.report import write_report
 
         print(f"[benchmarks] wrote {write_report()}")

@@ -87,6 +87,32 @@ def test_id_model_still_trains_and_ranks_cold_items(tiny_dataset):
     assert scores.shape[1] == dataset.item_num and torch.isfinite(scores[:, dataset.cold_items]).all()
 
 
+@pytest.mark.parametrize("loss_type", ["CE", "BCE"])
+def test_held_out_items_are_no_training_candidates(tiny_dataset, loss_type):
+    # their ID rows get no gradient at all (not even as negatives) unless the property says so;
+    # warm rows do
+    rows_changed = {}
+    for exclude in (True, False):
+        config, dataset, train_data, _, _ = prepare(tiny_dataset, "UnifiedSASRec", cold_item_ratio=0.25,
+                                                    loss_type=loss_type, train_exclude_cold_items=exclude)
+        model = get_model("UnifiedSASRec")(config, train_data._dataset)
+        table = model.item_repr.embedding.weight
+        before = table.detach().clone()
+        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+        for _ in range(3 if loss_type == "BCE" else 1):  # BCE: enough sampled negatives to reach cold rows
+            for batch in train_data:
+                optimizer.zero_grad()
+                model.calculate_loss(batch)[0].backward()
+                optimizer.step()
+        changed = (table.detach() != before).any(dim=1)
+        rows_changed[exclude] = changed
+        warm = np.setdiff1d(np.arange(1, dataset.item_num), dataset.cold_items)
+        assert changed[warm].any()
+    cold = torch.as_tensor(dataset.cold_items)
+    assert not rows_changed[True][cold].any()
+    assert rows_changed[False][cold].all()
+
+
 def plain_training_counts(tiny_dataset, train_dataset):
     """Interactions per item in the raw file minus each user's last two (valid and test)."""
     by_user = {}

@@ -69,6 +69,17 @@ class UnifiedSASRec(SequentialRecommender):
         self.LayerNorm = nn.LayerNorm(self.hidden_size, eps=self.layer_norm_eps)
         self.dropout = nn.Dropout(self.hidden_dropout_prob)
 
+        # Items held out by the cold-item split do not exist at training time: with
+        # train_exclude_cold_items they are never a training candidate (CE logit, BCE negative),
+        # so their rows are never pushed down; evaluation ranks every item as usual.
+        cold_items = getattr(dataset, "cold_items", None)
+        excluded = torch.zeros(self.n_items, dtype=torch.bool)
+        if cold_items is not None and len(cold_items) and config["train_exclude_cold_items"] is not False:
+            excluded[torch.as_tensor(cold_items, dtype=torch.long)] = True
+        excluded[0] = True  # padding
+        self.register_buffer("train_excluded", excluded, persistent=False)
+        self.register_buffer("train_candidates", torch.nonzero(~excluded).squeeze(1), persistent=False)
+
         for module in (self.position_embedding, self.trm_encoder, self.LayerNorm):
             module.apply(self._init_weights)  # the item representation initialises itself
         self.parameter_counts = log_parameter_counts(self.item_repr)
@@ -153,10 +164,11 @@ class UnifiedSASRec(SequentialRecommender):
         hidden, targets = torch.cat(hidden), torch.cat(targets)  # [N real positions, H], [N]
         if self.loss_type == "CE":
             logits = hidden @ item_table.t()
-            logits[:, 0] = float("-inf")  # never predict padding
+            logits = logits.masked_fill(self.train_excluded, float("-inf"))  # padding, held-out items
             rec_loss = F.cross_entropy(logits, targets)
         else:  # BCE with one uniformly sampled negative per position
-            negatives = torch.randint(1, self.n_items, targets.shape, device=targets.device)
+            picks = torch.randint(0, len(self.train_candidates), targets.shape, device=targets.device)
+            negatives = self.train_candidates[picks]
             pos_score = (hidden * item_table[targets]).sum(-1)
             neg_score = (hidden * item_table[negatives]).sum(-1)
             rec_loss = F.softplus(-pos_score).mean() + F.softplus(neg_score).mean()
