@@ -25,6 +25,7 @@ if CHECKOUT not in sys.path:
     sys.path.insert(0, CHECKOUT)
 
 import recbole_usr  # noqa: E402,F401  (compat shim first)
+import torch  # noqa: E402
 from recbole.data import data_preparation  # noqa: E402
 from recbole.utils import init_logger, init_seed  # noqa: E402
 
@@ -38,6 +39,7 @@ from recbole_usr.quick_start import (  # noqa: E402
     unique_checkpoint_path,
 )
 from recbole_usr.utils import get_model, get_trainer  # noqa: E402
+from benchmarks.run import git_commit, machine_name  # noqa: E402
 
 # name -> (model, properties); every UnifiedSASRec variant has a 64-d item table.
 REPRESENTATIONS = {
@@ -160,10 +162,17 @@ def markdown_report(report):
     lines = [
         f"# Item representations on {report['dataset']}",
         "",
+        f"Command: `{report.get('command', '?')}` (commit {report.get('git_commit', '?')}, "
+        f"{report.get('machine', '?')}, {report.get('threads', '?')} torch thread(s)).",
+        "",
         f"UnifiedSASRec unless noted, {report['epochs']} epochs max, "
         f"cold_item_ratio={report['cold_item_ratio']}, popularity slices {report['popularity_slices']} "
         "(head = most popular 20% of warm items, tail = least popular 20%, cold = no training interaction). "
-        f"R = Recall@{K}, N = NDCG@{K} of the test target; item params = trainable item-representation parameters.",
+        f"R = Recall@{K}, N = NDCG@{K} of the test target; item params = trainable item-representation parameters. "
+        + ("Held-out items are no training candidates (train_exclude_cold_items: True)."
+           if report.get("train_exclude_cold_items", True) else
+           "Held-out items are scored as negatives in the training softmax (train_exclude_cold_items: False), "
+           "as RecBole's own models do."),
         "",
         format_slice_table(rows, K),
         "",
@@ -205,9 +214,14 @@ def main(argv=None):
     args = parse_args(argv)
     extra = parse_overrides(args.set)
     report = {
+        "command": "python benchmarks/item_repr_table.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "git_commit": git_commit(),
+        "machine": machine_name(),
+        "threads": torch.get_num_threads(),
         "dataset": args.dataset,
         "epochs": args.epochs,
         "cold_item_ratio": args.cold_item_ratio,
+        "train_exclude_cold_items": extra.get("train_exclude_cold_items", True),
         "popularity_slices": extra.get("popularity_slices", [0.2, 0.8]),
         "extra_properties": extra,
         "results": {},
