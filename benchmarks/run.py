@@ -118,15 +118,18 @@ def run_one(suite, dataset, label, model, overrides, mode, seed, epochs, extra, 
     return out
 
 
-def reevaluate(out, mode, threads=None):
+def reevaluate(out, mode, threads=None, keep_done=False):
     """Test the best checkpoint of the run recorded in ``out`` again under ``mode`` (e.g. uni99)
     with ``python -m recbole_usr.evaluate``; the result lands in the record's ``reevaluated``.
+    ``keep_done``: leave a record that already has ``mode`` as it is.
 
     One training then gives both protocols (model selection stays on the run's own valid
     metric), instead of a second training per protocol.
     """
     with open(out) as f:
         record = json.load(f)
+    if keep_done and mode in (record.get("reevaluated") or {}):
+        return record["reevaluated"][mode]
     model_file = record.get("model_file")
     if not model_file or not os.path.isfile(os.path.join(ROOT, model_file)):
         print(f"[benchmarks]   no checkpoint for {os.path.basename(out)} ({model_file}); not re-evaluated", flush=True)
@@ -192,11 +195,8 @@ def main(argv=None):
     if args.reeval_existing:
         for dataset in args.datasets:
             for out in existing_main_results(dataset, args.labels):
-                with open(out) as f:
-                    done = json.load(f).get("reevaluated") or {}
                 for mode in args.reeval:
-                    if mode not in done:  # delete a record's entry to redo it
-                        reevaluate(out, mode, args.threads)
+                    reevaluate(out, mode, args.threads, keep_done=True)  # delete a record's entry to redo it
         from benchmarks.report import write_report
 
         print(f"[benchmarks] wrote {write_report()}")
