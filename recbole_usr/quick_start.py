@@ -30,6 +30,7 @@ from recbole.utils import argument_list
 import recbole_usr  # noqa: F401  (compat + registration)
 from recbole_usr.data.cold_start import create_dataset  # RecBole's, plus the cold-item split
 from recbole_usr.data.dataset_lookup import find_dataset_root
+from recbole_usr.evaluation.sampled_from_full_sort import sampled_predict_from_full_sort
 from recbole_usr.utils import get_model, get_trainer
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties")
@@ -190,14 +191,15 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True):
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     trainer.saved_model_file = unique_checkpoint_path(config)
     epoch_seconds = time_train_epochs(trainer)
-    start = time.time()
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
-    )
-    train_seconds = time.time() - start
-    start = time.time()
-    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
-    test_seconds = time.time() - start
+    with fast_sampled_evaluation(config, model):
+        start = time.time()
+        best_valid_score, best_valid_result = trainer.fit(
+            train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+        )
+        train_seconds = time.time() - start
+        start = time.time()
+        test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+        test_seconds = time.time() - start
 
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
@@ -215,6 +217,17 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True):
         "parameter_counts": item_parameter_counts(model),
         "peak_memory_mib": peak_memory_mib(),
     }
+
+
+def fast_sampled_evaluation(config, model):
+    """Context in which sampled evaluation (uniN / popN) scores each distinct history once
+    (recbole_usr/evaluation/sampled_from_full_sort.py); property
+    ``sampled_eval_from_full_sort``, on by default. Full ranking is untouched."""
+    modes = config["eval_args"]["mode"]
+    modes = modes.values() if isinstance(modes, dict) else [modes]
+    if config["sampled_eval_from_full_sort"] is False or all(mode == "full" for mode in modes):
+        return contextlib.nullcontext()
+    return sampled_predict_from_full_sort(model)
 
 
 def set_eval_mode(config, mode):

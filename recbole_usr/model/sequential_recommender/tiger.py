@@ -52,6 +52,8 @@ from recbole_usr.model.generative.semantic_ids import build_semantic_ids
 class TIGER(SequentialRecommender):
     r"""Encoder-decoder transformer generating the next item's semantic ID under a prefix trie."""
 
+    predict_groups_histories = True  # predict() encodes each distinct history once itself
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
 

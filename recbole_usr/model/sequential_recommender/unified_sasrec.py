@@ -32,6 +32,8 @@ from recbole_usr.trainer import SemanticIDTrainer
 class UnifiedSASRec(SequentialRecommender):
     r"""SASRec over unified semantic + ID item vectors (hidden size = id_dim + semantic_dim)."""
 
+    predict_groups_histories = True  # predict() encodes each distinct history once itself
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
 
