@@ -1,0 +1,75 @@
+"""Sampled evaluation (uni99) of a checkpoint: RecBole's row-by-row ``predict`` against one
+``full_sort_predict`` row per distinct history (recbole_usr/evaluation/sampled_from_full_sort.py).
+
+Both passes draw the same negatives (same seed), so their metrics must be identical; the
+JSON records time and metrics of each.
+
+    python benchmarks/sampled_eval_speed.py --model_file=saved/SASRec-<date>.pth
+    python benchmarks/sampled_eval_speed.py --model_file=... --skip_row_by_row   # large data
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if CHECKOUT not in sys.path:
+    sys.path.insert(0, CHECKOUT)
+
+import recbole_usr  # noqa: E402,F401  (compat shim first)
+import torch  # noqa: E402
+from recbole.trainer import Trainer  # noqa: E402
+from recbole.utils import init_seed  # noqa: E402
+
+from benchmarks.run import git_commit, machine_name  # noqa: E402
+from recbole_usr.evaluation.sampled_from_full_sort import sampled_predict_from_full_sort  # noqa: E402
+from recbole_usr.quick_start import load_data_and_model  # noqa: E402
+from recbole_usr.utils import write_results  # noqa: E402
+
+METRICS = ("hit@10", "ndcg@10")
+
+
+def timed_evaluation(config, model, valid_data, test_data, context):
+    init_seed(config["seed"], True)  # RecBole draws the negatives anew on every pass
+    with context():
+        start = time.time()
+        valid = Trainer(config, model).evaluate(valid_data, load_best_model=False, show_progress=False)
+        test = Trainer(config, model).evaluate(test_data, load_best_model=False, show_progress=False)
+        seconds = time.time() - start
+    return {"seconds": seconds, "valid": {m: float(valid[m]) for m in METRICS},
+            "test": {m: float(test[m]) for m in METRICS}}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model_file", required=True)
+    parser.add_argument("--eval_mode", default="uni99")
+    parser.add_argument("--skip_row_by_row", action="store_true", help="time only the grouped path")
+    parser.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/sampled_eval_<model>_<dataset>.json)")
+    args = parser.parse_args(argv)
+
+    config, model, _, _, valid_data, test_data = load_data_and_model(args.model_file, eval_mode=args.eval_mode)
+    paths = {"full_sort_grouped": lambda: sampled_predict_from_full_sort(model)}
+    if not args.skip_row_by_row:
+        paths = {"row_by_row": contextlib.nullcontext, **paths}
+    record = {
+        "command": "python " + " ".join([os.path.relpath(__file__, CHECKOUT)] + (argv or sys.argv[1:])),
+        "git_commit": git_commit(), "machine": machine_name(), "threads": torch.get_num_threads(),
+        "model": config["model"], "dataset": config["dataset"], "model_file": args.model_file,
+        "eval_mode": args.eval_mode, "valid_users": len(valid_data.uid_list), "test_users": len(test_data.uid_list),
+    }
+    for name, context in paths.items():
+        record[name] = timed_evaluation(config, model, valid_data, test_data, context)
+        print(f"{name}: {record[name]}", flush=True)
+    out = args.out or os.path.join(CHECKOUT, "benchmarks", "results",
+                                   f"sampled_eval_{config['model']}_{config['dataset']}.json")
+    write_results(out, record)
+    print(f"written {out}")
+    return record
+
+
+if __name__ == "__main__":
+    main()
