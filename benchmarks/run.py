@@ -33,6 +33,7 @@ MAIN_ROWS = {
     "UnifiedSASRec ID-only": ("UnifiedSASRec", {"use_semantic": False, "id_dim": 64}),
     "UnifiedSASRec semantic-only": ("UnifiedSASRec", {"id_dim": 0}),
     "UnifiedSASRec unified": ("UnifiedSASRec", {}),
+    "UnifiedSASRec unified, id_dim 16": ("UnifiedSASRec", {"id_dim": 16}),
 }
 ABLATIONS = {
     "id_dim": [("UnifiedSASRec", {"id_dim": d, "n_heads": 1 if d in (4, 8, 16, 32) else 2}) for d in (0, 4, 8, 16, 32, 64)],
