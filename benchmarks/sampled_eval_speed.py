@@ -9,11 +9,8 @@ JSON records time and metrics of each.
 """
 
 import argparse
-import contextlib
-import json
 import os
 import sys
-import time
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if CHECKOUT not in sys.path:
@@ -21,24 +18,21 @@ if CHECKOUT not in sys.path:
 
 import recbole_usr  # noqa: E402,F401  (compat shim first)
 import torch  # noqa: E402
-from recbole.trainer import Trainer  # noqa: E402
 from recbole.utils import init_seed  # noqa: E402
 
 from benchmarks.run import git_commit, machine_name  # noqa: E402
-from recbole_usr.evaluation.sampled_from_full_sort import sampled_predict_from_full_sort  # noqa: E402
+from recbole_usr.evaluate import evaluate_valid_and_test  # noqa: E402
 from recbole_usr.quick_start import load_data_and_model  # noqa: E402
 from recbole_usr.utils import write_results  # noqa: E402
 
 METRICS = ("hit@10", "ndcg@10")
 
 
-def timed_evaluation(config, model, valid_data, test_data, context):
+def timed_evaluation(config, model, valid_data, test_data, from_full_sort):
+    """``recbole_usr.evaluate``'s valid + test pass with the property set to ``from_full_sort``."""
     init_seed(config["seed"], True)  # RecBole draws the negatives anew on every pass
-    with context():
-        start = time.time()
-        valid = Trainer(config, model).evaluate(valid_data, load_best_model=False, show_progress=False)
-        test = Trainer(config, model).evaluate(test_data, load_best_model=False, show_progress=False)
-        seconds = time.time() - start
+    config["sampled_eval_from_full_sort"] = from_full_sort
+    valid, test, seconds = evaluate_valid_and_test(config, model, valid_data, test_data)
     return {"seconds": seconds, "valid": {m: float(valid[m]) for m in METRICS},
             "test": {m: float(test[m]) for m in METRICS}}
 
@@ -52,17 +46,17 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     config, model, _, _, valid_data, test_data = load_data_and_model(args.model_file, eval_mode=args.eval_mode)
-    paths = {"full_sort_grouped": lambda: sampled_predict_from_full_sort(model)}
+    paths = {"full_sort_grouped": True}
     if not args.skip_row_by_row:
-        paths = {"row_by_row": contextlib.nullcontext, **paths}
+        paths = {"row_by_row": False, **paths}
     record = {
         "command": "python " + " ".join([os.path.relpath(__file__, CHECKOUT)] + (argv or sys.argv[1:])),
         "git_commit": git_commit(), "machine": machine_name(), "threads": torch.get_num_threads(),
         "model": config["model"], "dataset": config["dataset"], "model_file": args.model_file,
         "eval_mode": args.eval_mode, "valid_users": len(valid_data.uid_list), "test_users": len(test_data.uid_list),
     }
-    for name, context in paths.items():
-        record[name] = timed_evaluation(config, model, valid_data, test_data, context)
+    for name, from_full_sort in paths.items():
+        record[name] = timed_evaluation(config, model, valid_data, test_data, from_full_sort)
         print(f"{name}: {record[name]}", flush=True)
     out = args.out or os.path.join(CHECKOUT, "benchmarks", "results",
                                    f"sampled_eval_{config['model']}_{config['dataset']}.json")

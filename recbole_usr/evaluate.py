@@ -20,20 +20,28 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def evaluate_checkpoint(model_file, eval_mode=None):
-    """``{"valid_result", "test_result", ...}`` of a checkpoint under ``eval_mode``."""
-    from recbole.utils import set_color
-
-    from recbole_usr.quick_start import fast_sampled_evaluation, load_data_and_model
+def evaluate_valid_and_test(config, model, valid_data, test_data):
+    """``(valid_result, test_result, seconds)`` with the model's own trainer, sampled
+    protocols scored as ``run_recbole_usr`` scores them (property ``sampled_eval_from_full_sort``)."""
+    from recbole_usr.quick_start import fast_sampled_evaluation
     from recbole_usr.utils import get_trainer
 
-    config, model, _, _, valid_data, test_data = load_data_and_model(model_file, eval_mode=eval_mode)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     with fast_sampled_evaluation(config, model):
         start = time.time()
         valid_result = trainer.evaluate(valid_data, load_best_model=False, show_progress=config["show_progress"])
         test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=config["show_progress"])
-        seconds = time.time() - start
+        return valid_result, test_result, time.time() - start
+
+
+def evaluate_checkpoint(model_file, eval_mode=None):
+    """``{"valid_result", "test_result", ...}`` of a checkpoint under ``eval_mode``."""
+    from recbole.utils import set_color
+
+    from recbole_usr.quick_start import load_data_and_model
+
+    config, model, _, _, valid_data, test_data = load_data_and_model(model_file, eval_mode=eval_mode)
+    valid_result, test_result, seconds = evaluate_valid_and_test(config, model, valid_data, test_data)
     mode = config["eval_args"]["mode"]["test"]
     getLogger().info(set_color(f"valid result [{mode}]", "yellow") + f": {valid_result}")
     getLogger().info(set_color(f"test result [{mode}]", "yellow") + f": {test_result}")
