@@ -35,7 +35,7 @@ from recbole_usr.evaluation.slices import SLICE_NAMES, format_slice_table  # noq
 from recbole_usr.quick_start import (  # noqa: E402
     build_config,
     item_parameter_counts,
-    time_train_epochs,
+    record_epochs,
     unique_checkpoint_path,
 )
 from recbole_usr.utils import get_model, get_trainer  # noqa: E402
@@ -124,7 +124,7 @@ def train_and_evaluate(name, model_name, properties, args, extra):
     build_seconds = time.time() - start
     trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
     trainer.saved_model_file = unique_checkpoint_path(config)
-    epoch_seconds = time_train_epochs(trainer)
+    epoch_seconds = record_epochs(trainer)["train_epoch_seconds"]
     start = time.time()
     best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
     train_seconds = time.time() - start

@@ -26,6 +26,9 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    from recbole_usr.malloc import keep_freed_memory
+
+    keep_freed_memory()
     from recbole_usr.quick_start import run
     from recbole_usr.utils import write_results
 

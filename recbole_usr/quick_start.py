@@ -31,6 +31,7 @@ import recbole_usr  # noqa: F401  (compat + registration)
 from recbole_usr.data.cold_start import create_dataset  # RecBole's, plus the cold-item split
 from recbole_usr.data.dataset_lookup import find_dataset_root
 from recbole_usr.evaluation.sampled_from_full_sort import sampled_predict_from_full_sort
+from recbole_usr.evaluation.seen_items import PROTOCOL_NAMES, seen_items_removed
 from recbole_usr.utils import get_model, get_trainer
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties")
@@ -156,19 +157,37 @@ def item_parameter_counts(model):
     return {}
 
 
-def time_train_epochs(trainer):
-    """Record the wall time of each training epoch (evaluation excluded) into the returned list."""
-    seconds = []
-    train_epoch = trainer._train_epoch
+def record_epochs(trainer):
+    """Record each training epoch's wall time and each validation's score and finishing time
+    (seconds since the first epoch started) into the returned dict of lists."""
+    log = {"train_epoch_seconds": [], "valid_scores": [], "valid_done_seconds": []}
+    train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
+    started = []
 
     def timed_train_epoch(*args, **kwargs):
         start = time.time()
+        started.append(start)
         result = train_epoch(*args, **kwargs)
-        seconds.append(time.time() - start)
+        log["train_epoch_seconds"].append(time.time() - start)
         return result
 
-    trainer._train_epoch = timed_train_epoch
-    return seconds
+    def scored_valid_epoch(*args, **kwargs):
+        score, result = valid_epoch(*args, **kwargs)
+        log["valid_scores"].append(float(score))
+        log["valid_done_seconds"].append(time.time() - started[0] if started else 0.0)
+        return score, result
+
+    trainer._train_epoch, trainer._valid_epoch = timed_train_epoch, scored_valid_epoch
+    return log
+
+
+def best_epoch_summary(log, bigger_is_better=True):
+    """``{best_valid_index, seconds_to_best_valid}``: when the kept checkpoint was scored."""
+    scores = log["valid_scores"]
+    if not scores:
+        return {"best_valid_index": None, "seconds_to_best_valid": None}
+    best = max(range(len(scores)), key=lambda i: scores[i] if bigger_is_better else -scores[i])  # first best, as RecBole
+    return {"best_valid_index": best, "seconds_to_best_valid": log["valid_done_seconds"][best]}
 
 
 def run(model, dataset, config_file_list=None, config_dict=None, saved=True):
@@ -190,19 +209,25 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True):
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     trainer.saved_model_file = unique_checkpoint_path(config)
-    epoch_seconds = time_train_epochs(trainer)
+    epoch_log = record_epochs(trainer)
+    filter_seen = bool(config["filter_seen_items"])
     with fast_sampled_evaluation(config, model):
         start = time.time()
-        best_valid_score, best_valid_result = trainer.fit(
-            train_data, valid_data, saved=saved, show_progress=config["show_progress"]
-        )
+        with seen_items_removed(trainer, train_data._dataset, filter_seen):
+            best_valid_score, best_valid_result = trainer.fit(
+                train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+            )
         train_seconds = time.time() - start
         start = time.time()
-        test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+        test_by_protocol = test_both_protocols(trainer, train_data._dataset, test_data, saved, config)
+        test_result = test_by_protocol[PROTOCOL_NAMES[filter_seen]]
         test_seconds = time.time() - start
 
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
+    other = PROTOCOL_NAMES[not filter_seen]
+    if other in test_by_protocol:
+        logger.info(set_color(f"test result [{other}]", "yellow") + f": {test_by_protocol[other]}")
     return {
         "model": config["model"],
         "dataset": config["dataset"],
@@ -210,13 +235,36 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True):
         "valid_score_bigger": config["valid_metric_bigger"],
         "best_valid_result": dict(best_valid_result or {}),
         "test_result": dict(test_result),
+        "test_result_by_protocol": {name: dict(result) for name, result in test_by_protocol.items()},
+        "protocol": PROTOCOL_NAMES[filter_seen],
         "model_file": trainer.saved_model_file if saved else None,
         "train_seconds": train_seconds,
+        **best_epoch_summary(epoch_log, config["valid_metric_bigger"]),
+        "valid_scores": epoch_log["valid_scores"],
         "test_seconds": test_seconds,
-        "train_epoch_seconds": epoch_seconds,
+        "train_epoch_seconds": epoch_log["train_epoch_seconds"],
         "parameter_counts": item_parameter_counts(model),
         "peak_memory_mib": peak_memory_mib(),
+        "peak_gpu_memory_mib": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
+        "device": str(config["device"]),
+        "torch_threads": torch.get_num_threads(),
     }
+
+
+def test_both_protocols(trainer, train_dataset, test_data, load_best_model, config):
+    """Test metrics with the user's seen items kept in the ranking (RecBole) and removed
+    (RecTools / eSASRec), so every number can be compared like for like; sampled protocols
+    never rank seen items, so they get one entry."""
+    results = {}
+    modes = config["eval_args"]["mode"]
+    full_ranking = (modes.get("test") if isinstance(modes, dict) else modes) == "full"
+    for filter_seen in (False, True) if full_ranking else (bool(config["filter_seen_items"]),):
+        with seen_items_removed(trainer, train_dataset, filter_seen):
+            results[PROTOCOL_NAMES[filter_seen]] = trainer.evaluate(
+                test_data, load_best_model=load_best_model, show_progress=config["show_progress"]
+            )
+        load_best_model = False  # loaded once
+    return results
 
 
 def fast_sampled_evaluation(config, model):

@@ -134,7 +134,7 @@ def test_hash_with_one_bucket_collides_everything():
     assert torch.equal(table[0], torch.zeros(6))
     assert torch.equal(table[1:], table[1:2].expand(49, 6))
     assert module.describe() == {"hash_table": 6, "item_embedding": 6, "id_only_64d_table": 50 * 64,
-                                 "distinct_buckets_used": 1}
+                                 "id_only_same_width_table": 50 * 6, "distinct_buckets_used": 1}
 
 
 # --- through UnifiedSASRec on the tiny dataset (text embeddings faked: no sentence encoder) ---

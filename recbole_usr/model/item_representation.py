@@ -82,6 +82,14 @@ class UnifiedItemEmbedding(nn.Module):
         self.rec_grad_scale = 1.0 if config["rq_rec_grad_scale"] is None else config["rq_rec_grad_scale"]
         self.rec_codeword_grad = bool(config["rq_rec_codeword_grad"])
 
+        # Optional linear map of concat(ID, semantic) to a wider vector, so a narrow unified
+        # item (e.g. 32 + 64) can feed a wide backbone (256) without a 248-d semantic latent.
+        self.concat_dim = self.dim
+        self.projection = None
+        if config["unified_output_dim"]:
+            self.projection = nn.Linear(self.concat_dim, config["unified_output_dim"], bias=False)
+            self.dim = config["unified_output_dim"]
+
         self.id_embedding = None
         if self.id_dim:
             self.id_embedding = nn.Embedding(n_items, self.id_dim, padding_idx=0)
@@ -163,7 +171,10 @@ class UnifiedItemEmbedding(nn.Module):
                 losses["rq_loss"] = self.rq_loss_weight * out.quantization_loss
                 losses["recon_loss"] = self.recon_loss_weight * out.recon_loss
             parts.append(table)
-        return torch.cat(parts, dim=-1), losses
+        table = torch.cat(parts, dim=-1)
+        if self.projection is not None:
+            table = self.projection(table)  # no bias: the padding row stays zero
+        return table, losses
 
     def describe(self):
         n_items = self.id_embedding.num_embeddings if self.id_embedding is not None else self.text_embeddings.shape[0]
@@ -171,8 +182,17 @@ class UnifiedItemEmbedding(nn.Module):
         if self.tokenizer is not None:
             counts["codebooks"] = sum(level.codewords().numel() for level in self.tokenizer.levels)
             counts["encoder_decoder_mlp"] = count_parameters(self.tokenizer.encoder, self.tokenizer.decoder)
-        counts["item_embedding"] = counts["id_table"] + counts.get("codebooks", 0)
+        if self.projection is not None:
+            counts["projection"] = count_parameters(self.projection)
+        counts["item_embedding"] = counts["id_table"] + counts.get("codebooks", 0) + counts.get("projection", 0)
         counts["id_only_64d_table"] = n_items * 64
+        counts["id_only_same_width_table"] = n_items * self.dim
+        # What a served model stores (tables + each item's code indices) and what training
+        # also holds (the RQ encoder / decoder and the frozen text-embedding buffer).
+        code_indices = (n_items - 1) * len(self.tokenizer.levels) if self.tokenizer is not None else 0
+        counts["serving_size"] = counts["item_embedding"] + code_indices
+        counts["training_size"] = (counts["serving_size"] + counts.get("encoder_decoder_mlp", 0)
+                                   + (self.text_embeddings.numel() if self.tokenizer is not None else 0))
         return counts
 
     def epoch_statistics(self):
@@ -202,8 +222,8 @@ def log_parameter_counts(representation, logger=None):
     logger = logger or getLogger()
     counts = representation.describe()
     text = ", ".join(f"{key}={value:,}" for key, value in counts.items())
-    if "item_embedding" in counts and counts.get("id_only_64d_table"):
-        ratio = counts["item_embedding"] / counts["id_only_64d_table"]
-        text += f" -> item embedding is {ratio:.1%} of a 64-d ID table ({1 - ratio:.1%} smaller)"
+    if "item_embedding" in counts and counts.get("id_only_same_width_table"):
+        ratio = counts["item_embedding"] / counts["id_only_same_width_table"]
+        text += f" -> item embedding is {ratio:.1%} of an ID table of the same width ({1 - ratio:.1%} smaller)"
     logger.info(f"Item representation parameters: {text}")
     return counts

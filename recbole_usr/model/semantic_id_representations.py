@@ -190,7 +190,8 @@ class SummedRowsItemEmbedding(nn.Module):
 
     def describe(self):
         size = count_parameters(self.table)
-        return {self.table_name: size, "item_embedding": size, "id_only_64d_table": self.n_items * 64}
+        return {self.table_name: size, "item_embedding": size, "id_only_64d_table": self.n_items * 64,
+                "id_only_same_width_table": self.n_items * self.dim}
 
     def epoch_statistics(self):
         return {}  # codes, pieces and buckets are frozen: their statistics are logged once

@@ -23,6 +23,7 @@ from torch import nn
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.model.layers import TransformerEncoder
 
+from recbole_usr.data.user_history import item_user_counts
 from recbole_usr.data.whole_sequence import WholeSequenceDataset
 from recbole_usr.model.distinct_histories import distinct_histories
 from recbole_usr.model.item_representation import build_item_representation, log_parameter_counts
@@ -48,8 +49,14 @@ class UnifiedSASRec(SequentialRecommender):
         self.loss_type = config["loss_type"]
         self.whole_sequence = config["train_whole_sequence"]
         self.length_bucket_count = config["train_length_buckets"] or 1
-        if self.loss_type not in ("CE", "BCE"):
-            raise NotImplementedError("Make sure 'loss_type' in ['CE', 'BCE']!")
+        if self.loss_type not in ("CE", "BCE", "SS"):
+            raise NotImplementedError("Make sure 'loss_type' in ['CE', 'BCE', 'SS']!")
+        self.train_neg_num = config["train_neg_num"]
+        self.train_neg_sampling = config["train_neg_sampling"] or "uniform"
+        if self.loss_type == "SS" and not (isinstance(self.train_neg_num, int) and self.train_neg_num > 0):
+            raise ValueError(f"train_neg_num must be a positive integer for loss_type SS, got {self.train_neg_num!r}.")
+        if self.train_neg_sampling not in ("uniform", "popularity"):
+            raise ValueError(f"train_neg_sampling must be uniform or popularity, got '{self.train_neg_sampling}'.")
 
         self.item_repr = build_item_representation(config, dataset)
         self.hidden_size = self.item_repr.dim
@@ -81,6 +88,15 @@ class UnifiedSASRec(SequentialRecommender):
         excluded[0] = True  # padding
         self.register_buffer("train_excluded", excluded, persistent=False)
         self.register_buffer("train_candidates", torch.nonzero(~excluded).squeeze(1), persistent=False)
+        # Sampled softmax draws negatives from train_candidates, uniformly or by popularity
+        # (number of training users per item); log_q is each item's log sampling probability,
+        # subtracted from the logits (logQ correction) so the sampled softmax stays unbiased.
+        weights = torch.ones(self.n_items)
+        if self.loss_type == "SS" and self.train_neg_sampling == "popularity":
+            weights = item_user_counts(dataset).float().clamp(min=1.0)
+        weights = weights.masked_fill(excluded, 0.0)
+        self.register_buffer("neg_weights", weights[self.train_candidates], persistent=False)
+        self.register_buffer("log_q", torch.log(weights / weights.sum()).clamp(min=-1e4), persistent=False)
 
         for module in (self.position_embedding, self.trm_encoder, self.LayerNorm):
             module.apply(self._init_weights)  # the item representation initialises itself
@@ -151,20 +167,48 @@ class UnifiedSASRec(SequentialRecommender):
         mask = positions <= last if self.whole_sequence else positions == last
         return targets, mask
 
+    def sample_negatives(self, n_rows):
+        """``[n_rows, train_neg_num]`` training candidates, uniform or by popularity."""
+        shape = (n_rows, self.train_neg_num)
+        if self.train_neg_sampling == "uniform":
+            picks = torch.randint(0, len(self.train_candidates), shape, device=self.train_candidates.device)
+        else:
+            picks = torch.multinomial(self.neg_weights, n_rows * self.train_neg_num, replacement=True).view(shape)
+        return self.train_candidates[picks]
+
+    def sampled_softmax_logits(self, output, targets, item_table, negatives):
+        """``[B, L', 1 + K]`` logits: the target first, then the row's K sampled negatives
+        (shared by the row's positions). A negative equal to the position's target is masked
+        out, so the positive never counts against itself; with popularity sampling every
+        logit is corrected by the item's log sampling probability."""
+        pos = (output * item_table[targets]).sum(-1, keepdim=True)  # [B, L', 1]
+        neg = torch.bmm(output, item_table[negatives].transpose(1, 2))  # [B, L', K]
+        if self.train_neg_sampling != "uniform":
+            pos = pos - self.log_q[targets].unsqueeze(-1)
+            neg = neg - self.log_q[negatives].unsqueeze(1)
+        neg = neg.masked_fill(negatives.unsqueeze(1) == targets.unsqueeze(-1), float("-inf"))
+        return torch.cat([pos, neg], dim=-1)
+
     def calculate_loss(self, interaction):
         item_seq = interaction[self.ITEM_SEQ]
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
         pos_items = interaction[self.POS_ITEM_ID]
         batch_items = torch.unique(torch.cat([item_seq.flatten(), pos_items]))
         item_table, aux_losses = self.item_table(batch_items[batch_items > 0])
-        hidden, targets = [], []
+        hidden, targets, sampled_logits = [], [], []
         for rows in self.length_buckets(item_seq_len):
             output = self.encode_sequence(item_seq[rows], item_table)
             bucket_targets, mask = self.training_targets(item_seq[rows], item_seq_len[rows], pos_items[rows])
+            if self.loss_type == "SS":
+                negatives = self.sample_negatives(len(rows))
+                sampled_logits.append(self.sampled_softmax_logits(output, bucket_targets, item_table, negatives)[mask])
             hidden.append(output[mask])
             targets.append(bucket_targets[mask])
         hidden, targets = torch.cat(hidden), torch.cat(targets)  # [N real positions, H], [N]
-        if self.loss_type == "CE":
+        if self.loss_type == "SS":
+            logits = torch.cat(sampled_logits)  # [N, 1 + K], the target in column 0
+            rec_loss = F.cross_entropy(logits, torch.zeros_like(targets))
+        elif self.loss_type == "CE":
             logits = hidden @ item_table.t()
             logits = logits.masked_fill(self.train_excluded, float("-inf"))  # padding, held-out items
             rec_loss = F.cross_entropy(logits, targets)
