@@ -113,4 +113,11 @@ def test_main_trains_and_writes_results(tiny_dataset, tmp_path):
     assert set(written["test_result"]) == expected_keys
     assert written["test_result"] == pytest.approx(result["test_result"])
     assert len(written["train_epoch_seconds"]) == 1  # "--epochs=1" arrived as the int 1
+    # Both full-ranking protocols, RecBole's model included. No tiny-dataset user's test item
+    # is in their history, so removing seen items can only move each target up.
+    by_protocol = written["test_result_by_protocol"]
+    assert by_protocol["history_kept"] == pytest.approx(written["test_result"])
+    for metric in expected_keys:
+        assert by_protocol["history_removed"][metric] >= by_protocol["history_kept"][metric]
+    assert by_protocol["history_removed"]["recall@5"] > by_protocol["history_kept"]["recall@5"]
     assert written["model_file"].startswith(str(tmp_path / "saved"))
