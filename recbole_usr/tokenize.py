@@ -79,8 +79,11 @@ def train_scheme(config, embeddings, distances, seed, show_progress):
 
 
 def write_semantic_ids(path, item_tokens, codes_with_dedup):
+    """The TSV, written atomically: a consumer never reads a half-written file."""
+    from recbole_usr.cache_files import atomic_output
+
     n_levels = codes_with_dedup.shape[1] - 1
-    with open(path, "w", encoding="utf-8") as f:
+    with atomic_output(path) as temporary, open(temporary, "w", encoding="utf-8") as f:
         f.write("\t".join(["item_id"] + [f"code_{i + 1}" for i in range(n_levels)] + ["dedup"]) + "\n")
         for token, row in zip(item_tokens, codes_with_dedup.tolist()):
             f.write("\t".join([str(token)] + [str(c) for c in row]) + "\n")
@@ -115,6 +118,7 @@ def main(argv=None):
     """Run the comparison; returns a dict with the output paths and every scheme's statistics."""
     from recbole.utils import init_seed
 
+    from recbole_usr.cache_files import atomic_output
     from recbole_usr.cli import parse_args
     from recbole_usr.data.text_embedding import load_item_text_embeddings
     from recbole_usr.quantization import append_dedup_level, codebook_statistics, format_stats_table
@@ -163,7 +167,8 @@ def main(argv=None):
         "plot": os.path.join(out_dir, "codeword_usage.png"),
     }
     write_semantic_ids(paths["semantic_ids"], item_tokens, append_dedup_level(codes_by_scheme[chosen]))
-    torch.save(chosen_tokenizer.state_dict(), paths["tokenizer"])
+    with atomic_output(paths["tokenizer"]) as temporary:
+        torch.save(chosen_tokenizer.state_dict(), temporary)
     summary = {
         "dataset": config["dataset"],
         "n_items": int(text.shape[0]),
@@ -178,7 +183,7 @@ def main(argv=None):
         "schemes": results,
         "table": table,
     }
-    with open(paths["stats"], "w", encoding="utf-8") as f:
+    with atomic_output(paths["stats"]) as temporary, open(temporary, "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2, default=str)
     plot_codeword_usage(paths["plot"], codes_by_scheme, codebook_size,
                         f"{config['dataset']}: codeword usage per level")
