@@ -28,9 +28,12 @@ from recbole.utils import get_local_time, init_logger, init_seed, set_color
 from recbole.utils import argument_list
 
 import recbole_usr  # noqa: F401  (compat + registration)
+from recbole_usr.config_checks import check_property_values, check_unused_properties
+from recbole_usr.data.atomic_file_checks import check_atomic_files
 from recbole_usr.data.cold_start import create_dataset  # RecBole's, plus the cold-item split
 from recbole_usr.data.dataset_lookup import find_dataset_root
 from recbole_usr.evaluation.sampled_from_full_sort import sampled_predict_from_full_sort
+from recbole_usr.quantization import degenerate_code_warnings
 from recbole_usr.utils import get_model, get_trainer
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties")
@@ -57,9 +60,7 @@ def plugin_property_files(model_name, dataset):
 
 def known_property_names():
     """Every key of every RecBole and recbole-usr property yaml, plus RecBole's argument lists."""
-    names = set(EXTRA_KNOWN_KEYS)
-    for group in ("general_arguments", "training_arguments", "evaluation_arguments", "dataset_arguments"):
-        names.update(getattr(argument_list, group, []))
+    names = set(EXTRA_KNOWN_KEYS) | set(known_argument_names())
     for root in (RECBOLE_PROPERTIES_DIR, PROPERTIES_DIR):
         for path in glob.glob(os.path.join(root, "**", "*.yaml"), recursive=True):
             with open(path) as f:
@@ -127,11 +128,27 @@ def build_config(model, dataset, config_file_list=None, config_dict=None, allow_
     if config["strict_properties"]:
         check_property_names(list(config_dict), "the command line / config_dict")
         check_property_names(file_keys, "the property files")
+    check_input_properties(config, list(config_dict) + list(file_keys))
     if dataset != "ml-100k":  # RecBole itself always reads ml-100k from its wheel
         requested_root = os.path.dirname(os.path.normpath(config["data_path"]))
         root = find_dataset_root(dataset, requested_root, allow_download=allow_download)
         config["data_path"] = os.path.join(root, dataset)
+    config["data_path"] = check_atomic_files(config)  # a cleaned copy when malformed rows are dropped
     return config
+
+
+def check_input_properties(config, user_keys):
+    """Values in range and of the right type, and no property meant for another model."""
+    check_property_values(config)
+    check_unused_properties(config, user_keys, [RECBOLE_PROPERTIES_DIR, PROPERTIES_DIR],
+                            EXTRA_KNOWN_KEYS | set(known_argument_names()))
+
+
+def known_argument_names():
+    names = []
+    for group in ("general_arguments", "training_arguments", "evaluation_arguments", "dataset_arguments"):
+        names += getattr(argument_list, group, [])
+    return names
 
 
 def peak_memory_mib():
@@ -154,6 +171,18 @@ def item_parameter_counts(model):
     if isinstance(table, torch.nn.Embedding):
         return {"item_embedding": table.weight.numel()}
     return {}
+
+
+def semantic_id_warnings(config, model):
+    """Warnings when the model's semantic IDs are degenerate (property ``min_unique_coverage``),
+    from the codes it ends with: the log says so and so does the results file."""
+    stats = getattr(model, "codebook_stats", None)  # TIGER: its frozen IDs
+    item_repr = getattr(model, "item_repr", None)
+    if not isinstance(stats, dict) and item_repr is not None:
+        stats = getattr(item_repr, "code_statistics", None) or item_repr.epoch_statistics()
+    if not isinstance(stats, dict) or "unique_coverage" not in stats:
+        return []
+    return degenerate_code_warnings(stats, config["min_unique_coverage"], f"{config['model']} semantic IDs")
 
 
 def time_train_epochs(trainer):
@@ -216,6 +245,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True):
         "train_epoch_seconds": epoch_seconds,
         "parameter_counts": item_parameter_counts(model),
         "peak_memory_mib": peak_memory_mib(),
+        "warnings": semantic_id_warnings(config, model),
     }
 
 

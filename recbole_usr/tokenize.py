@@ -114,17 +114,20 @@ def plot_codeword_usage(path, codes_by_scheme, codebook_size, title):
     plt.close(fig)
 
 
-def main(argv=None):
+def run_command(argv=None):
     """Run the comparison; returns a dict with the output paths and every scheme's statistics."""
     from recbole.utils import init_seed
 
     from recbole_usr.cache_files import atomic_output
     from recbole_usr.cli import parse_args
     from recbole_usr.data.text_embedding import load_item_text_embeddings
-    from recbole_usr.quantization import append_dedup_level, codebook_statistics, format_stats_table
+    from recbole_usr.quantization import append_dedup_level, codebook_statistics, degenerate_code_warnings
+    from recbole_usr.quantization import format_stats_table
     from recbole_usr.quick_start import build_config
+    from recbole_usr.utils import check_results_file, write_results
 
     args, config_files, overrides = parse_args(argv)
+    check_results_file(args.results_file)
     model = config_model(args.model)
     config = build_config(model, args.dataset, [PROPERTIES_FILE] + list(config_files or []), overrides)
     seed = config["tokenizer_seed"] if config["tokenizer_seed"] is not None else config["seed"]
@@ -166,6 +169,7 @@ def main(argv=None):
         "stats": os.path.join(out_dir, "stats.json"),
         "plot": os.path.join(out_dir, "codeword_usage.png"),
     }
+    warnings = degenerate_code_warnings(results[chosen], config["min_unique_coverage"], f"scheme {chosen}")
     write_semantic_ids(paths["semantic_ids"], item_tokens, append_dedup_level(codes_by_scheme[chosen]))
     with atomic_output(paths["tokenizer"]) as temporary:
         torch.save(chosen_tokenizer.state_dict(), temporary)
@@ -182,14 +186,23 @@ def main(argv=None):
                                                   "tokenizer_kmeans_iters", "tokenizer_dead_code_steps")},
         "schemes": results,
         "table": table,
+        "warnings": warnings,
     }
     with atomic_output(paths["stats"]) as temporary, open(temporary, "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2, default=str)
     plot_codeword_usage(paths["plot"], codes_by_scheme, codebook_size,
                         f"{config['dataset']}: codeword usage per level")
     print("\n" + "\n".join(f"{name}: {path}" for name, path in paths.items()))
-    return {"paths": paths, "schemes": results, "chosen_scheme": chosen, "table": table}
+    result = {"paths": paths, "schemes": results, "chosen_scheme": chosen, "table": table, "warnings": warnings}
+    write_results(args.results_file, result, os.path.join(out_dir, "results.json"))
+    return result
+
+
+def main(argv=None):
+    """The ``recbole_usr_tokenize`` console script: exit status 0 on success."""
+    run_command(argv)
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))
