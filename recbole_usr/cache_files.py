@@ -23,11 +23,18 @@ def atomic_output(path):
     os.close(handle)
     try:
         yield temporary
+        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp's 0600 would hide a shared cache from others
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(temporary)
         raise
+
+
+def current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 class BadCacheError(ValueError):

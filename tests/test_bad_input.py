@@ -53,9 +53,10 @@ def tiny_built(tiny_dataset):
 # --- text-embedding cache: interrupted writes ------------------------------------------------
 
 
-@pytest.mark.parametrize("interruption", [KeyboardInterrupt(), OSError(28, "No space left on device")])
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt(), OSError(28, "No space left on device"),
+                                          OSError(27, "File too large")])
 def test_interrupted_cache_write_leaves_nothing_and_next_run_works(tiny_built, tiny_dataset, shared_encoder,
-                                                                   monkeypatch, interruption):
+                                                                   monkeypatch, caplog, interruption):
     config, dataset = tiny_built
     path = embedding_cache_path(tiny_dataset)
     real_savez = np.savez
@@ -65,8 +66,13 @@ def test_interrupted_cache_write_leaves_nothing_and_next_run_works(tiny_built, t
         raise interruption
 
     monkeypatch.setattr(text_embedding.np, "savez", savez_cut_short)
-    with pytest.raises(type(interruption)):
-        load_item_text_embeddings(config, dataset)
+    if isinstance(interruption, KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt):
+            load_item_text_embeddings(config, dataset)
+    else:  # a cache that cannot be written costs the next run an encoding, not this run
+        with caplog.at_level(logging.WARNING):
+            assert load_item_text_embeddings(config, dataset).shape == (13, 384)
+        assert any("could not write the cache" in m and path in m for m in warnings_of(caplog))
     assert not os.path.exists(path)
     assert os.listdir(tiny_dataset.cache_dir) == []  # no temporary file left either
 

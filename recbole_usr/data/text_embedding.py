@@ -168,7 +168,10 @@ def catalogue_embeddings(config, show_progress=True):
     except BadCacheError as error:
         raise ValueError(f"{error}: nothing was cached.") from None
     logger.info(f"Text embeddings: {len(tokens)} items in {time.time() - start:.1f}s -> {path}")
-    write_embedding_cache(path, meta, tokens, embeddings)
+    try:
+        write_embedding_cache(path, meta, tokens, embeddings)
+    except OSError as error:  # disk full, read-only folder: this run still has its embeddings
+        logger.warning(f"Text embeddings: could not write the cache {path} ({error}); they are encoded again next time.")
     return tokens, embeddings
 
 
