@@ -337,12 +337,13 @@ def test_names_given_without_quotes_become_lists(tiny_dataset, flag, expected):
         assert config["text_fields"] == expected
 
 
-def test_single_text_field_reads_that_column(tiny_dataset, shared_encoder):
+def test_single_text_field_reads_that_column(tiny_dataset):
     from recbole_usr.data.item_text import item_texts
 
     config = tiny_config(tiny_dataset, text_fields="title")
     texts = item_texts(config["data_path"], config["dataset"], config["text_fields"])
     assert texts["i01"] == "title: Foo & Bar"
+    assert item_texts(config["data_path"], config["dataset"], "title") == texts  # a bare name, called directly
 
 
 def test_property_of_another_model_is_reported(tiny_dataset, caplog):

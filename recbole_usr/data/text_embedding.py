@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from recbole_usr.cache_files import BadCacheError, atomic_output, discard_bad_cache
-from recbole_usr.data.item_text import item_texts
+from recbole_usr.data.item_text import field_list, item_texts
 
 TEXT_FORMAT_VERSION = 2  # 2: the file carries ``meta`` (what it was built for)
 OFFLINE_MODELS = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
@@ -133,7 +133,7 @@ def catalogue_embeddings(config, show_progress=True):
     """``(raw item tokens, embeddings)`` for the whole ``.item`` file, from cache or encoded now."""
     logger = getLogger()
     dataset = config["dataset"]
-    text_fields = list(config["text_fields"] or [])
+    text_fields = field_list(config["text_fields"])
     encoder_name = config["text_encoder"] or "all-MiniLM-L6-v2"
     cache_dir = config["text_cache_dir"] or os.path.join("dataset", dataset)
     item_file = os.path.join(config["data_path"], f"{dataset}.item")
