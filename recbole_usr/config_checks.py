@@ -7,6 +7,7 @@ and a property of another model is silently ignored. Each check here names the p
 and what it accepts.
 """
 
+import functools
 import glob
 import os
 import re
@@ -128,6 +129,7 @@ def yaml_keys(paths):
     return keys
 
 
+@functools.lru_cache(maxsize=None)
 def model_property_owners(properties_dirs):
     """``{property: [models whose yaml sets it]}`` over every model yaml of RecBole and the plugin."""
     owners = {}
@@ -139,6 +141,7 @@ def model_property_owners(properties_dirs):
     return owners
 
 
+@functools.lru_cache(maxsize=None)
 def general_property_names(properties_dirs, extra_names=()):
     """Properties every model may read: overall, dataset, quick-start and tokenizer yamls."""
     paths = []
@@ -153,8 +156,8 @@ def check_unused_properties(config, user_keys, properties_dirs, extra_names=()):
     """Report properties the user set that only other models' yamls define (e.g.
     ``--embedding_size`` on UnifiedSASRec): an error under ``strict_properties``, else a warning."""
     model = config["model"]
-    owners = model_property_owners(properties_dirs)
-    general = general_property_names(properties_dirs, extra_names)
+    owners = model_property_owners(tuple(properties_dirs))
+    general = general_property_names(tuple(properties_dirs), frozenset(extra_names))
     unused = {}
     for key in dict.fromkeys(user_keys):
         models = owners.get(key, [])

@@ -137,19 +137,24 @@ def cleaned_copy(config, malformed):
     checkpoints record the data path they were trained on.
     """
     source_dir, dataset = config["data_path"], config["dataset"]
-    digest = hashlib.sha1()
-    for bad in malformed:
-        digest.update(f"{bad.path}:{os.path.getsize(bad.path)}:{os.path.getmtime(bad.path)}".encode())
+    names = sorted(name for name in os.listdir(source_dir) if os.path.isfile(os.path.join(source_dir, name)))
+    digest = hashlib.sha1(os.path.abspath(source_dir).encode())
+    for name in names:  # any change to any file of the dataset gives a new copy
+        stat = os.stat(os.path.join(source_dir, name))
+        digest.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     target_dir = os.path.join(config["checkpoint_dir"], "cleaned_datasets", f"{dataset}-{digest.hexdigest()[:10]}", dataset)
     os.makedirs(target_dir, exist_ok=True)
     cleaned = {os.path.basename(bad.path): bad for bad in malformed}
-    for name in os.listdir(source_dir):
+    for name in names:
         source, target = os.path.join(source_dir, name), os.path.join(target_dir, name)
+        if os.path.exists(target):
+            continue
         if name in cleaned:
-            write_without_malformed_rows(source, target, cleaned[name].n_fields, config["field_separator"],
-                                         config["encoding"])
-        elif os.path.isfile(source) and not os.path.exists(target):
-            shutil.copyfile(source, target)
+            write_without_malformed_rows(source, target, cleaned[name].n_fields, config["field_separator"] or "\t",
+                                         config["encoding"] or "utf-8")
+        else:
+            with atomic_output(target) as temporary:
+                shutil.copyfile(source, temporary)
     return target_dir
 
 
