@@ -107,8 +107,12 @@ def isolated_argv():
         sys.argv = saved
 
 
-def build_config(model, dataset, config_file_list=None, config_dict=None, allow_download=True):
-    """A RecBole ``Config`` with the plugin's property files and the dataset located."""
+def build_config(model, dataset, config_file_list=None, config_dict=None, allow_download=True,
+                 used_properties=()):
+    """A RecBole ``Config`` with the plugin's property files and the dataset located.
+
+    ``used_properties``: properties the calling command reads whatever the model (e.g. the
+    tokenizer's ``rq_*``), so they are never reported as another model's."""
     config_dict = dict(config_dict or {})
     model_class = get_model(model) if isinstance(model, str) else model
     model_name = model_class.__name__
@@ -128,7 +132,7 @@ def build_config(model, dataset, config_file_list=None, config_dict=None, allow_
     if config["strict_properties"]:
         check_property_names(list(config_dict), "the command line / config_dict")
         check_property_names(file_keys, "the property files")
-    check_input_properties(config, list(config_dict) + list(file_keys))
+    check_input_properties(config, [key for key in list(config_dict) + list(file_keys) if key not in used_properties])
     if dataset != "ml-100k":  # RecBole itself always reads ml-100k from its wheel
         requested_root = os.path.dirname(os.path.normpath(config["data_path"]))
         root = find_dataset_root(dataset, requested_root, allow_download=allow_download)

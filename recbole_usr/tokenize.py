@@ -22,6 +22,9 @@ import torch
 
 PROPERTIES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties", "tokenizer.yaml")
 FALLBACK_MODEL = "SASRec"
+# What RQTokenizer.from_config reads: used by this command whatever --model names.
+TOKENIZER_PROPERTIES = ("semantic_dim", "rq_hidden_sizes", "rq_levels", "rq_codebook_size", "rq_distances", "rq_beta",
+                        "rq_use_ema", "rq_ema_decay", "rq_dead_code_steps", "rq_dropout", "rq_cosine_codewords")
 
 
 def config_model(name):
@@ -129,7 +132,8 @@ def run_command(argv=None):
     args, config_files, overrides = parse_args(argv)
     check_results_file(args.results_file)
     model = config_model(args.model)
-    config = build_config(model, args.dataset, [PROPERTIES_FILE] + list(config_files or []), overrides)
+    config = build_config(model, args.dataset, [PROPERTIES_FILE] + list(config_files or []), overrides,
+                          used_properties=TOKENIZER_PROPERTIES)
     seed = config["tokenizer_seed"] if config["tokenizer_seed"] is not None else config["seed"]
     init_seed(seed, config["reproducibility"])
     show_progress = bool(config["show_progress"])

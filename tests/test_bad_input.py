@@ -355,6 +355,16 @@ def test_property_of_another_model_is_reported(tiny_dataset, caplog):
     tiny_config(tiny_dataset, "GRU4Rec", embedding_size=16)  # GRU4Rec's own property: fine
 
 
+def test_tokenizer_properties_are_used_by_the_tokenize_command_whatever_the_model(tiny_dataset):
+    from recbole_usr.tokenize import TOKENIZER_PROPERTIES
+
+    with pytest.raises(ValueError, match="not used by SASRec: 'rq_levels'"):
+        tiny_config(tiny_dataset, rq_levels=2)
+    config = build_config("SASRec", tiny_dataset.name, [str(tiny_dataset.yaml_path)],
+                          tiny_dataset.config_dict(rq_levels=2), used_properties=TOKENIZER_PROPERTIES)
+    assert config["rq_levels"] == 2
+
+
 def test_model_name_in_other_case_is_found_and_a_typo_gets_a_suggestion(caplog):
     from recbole_usr.model.sequential_recommender.unified_sasrec import UnifiedSASRec
 
