@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,10 +123,15 @@ def without_meta(path):  # the format before this check existed
         np.savez(f, item_tokens=tokens, embeddings=embeddings)
 
 
+def truncate_to_half(path):  # a copy or a write cut short
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+
+
 BAD_CACHES = {
-    "truncated": lambda path: open(path, "r+b").truncate(os.path.getsize(path) // 2),
-    "zero bytes": lambda path: open(path, "wb").close(),
-    "random bytes": lambda path: open(path, "wb").write(np.random.RandomState(0).bytes(4096)),
+    "truncated": truncate_to_half,
+    "zero bytes": lambda path: Path(path).write_bytes(b""),
+    "random bytes": lambda path: Path(path).write_bytes(np.random.RandomState(0).bytes(4096)),
     "NaN rows": lambda path: rewrite_cache(path, with_nan_row),
     "wrong width": lambda path: rewrite_cache(path, narrower),
     "other items": lambda path: rewrite_cache(path, other_items),
@@ -180,7 +186,7 @@ def test_bad_sentencepiece_file_is_named_and_retrained(tmp_path, caplog):
 
     first = train_sentencepiece(SENTENCES, 10, cache_dir=str(tmp_path))
     (path,) = [str(p) for p in tmp_path.iterdir()]
-    for damage in (b"", b"not a model", open(path, "rb").read()[:40]):
+    for damage in (b"", b"not a model", Path(path).read_bytes()[:40]):
         with open(path, "wb") as f:
             f.write(damage)
         caplog.clear()
@@ -201,7 +207,7 @@ def test_interrupted_sentencepiece_training_leaves_nothing(tmp_path, monkeypatch
     real_train = spm.SentencePieceTrainer.train
 
     def train_cut_short(*args, model_prefix, **kwargs):
-        open(model_prefix + ".model", "wb").write(b"partial")
+        Path(model_prefix + ".model").write_bytes(b"partial")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(spm.SentencePieceTrainer, "train", train_cut_short)
