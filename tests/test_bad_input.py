@@ -416,7 +416,7 @@ def test_results_go_beside_the_checkpoint_if_the_file_fails_at_the_end(tmp_path,
     fallback = utils.results_fallback_path(result)
     with pytest.raises(OSError, match=f"the results are in {fallback}"):
         utils.write_results(str(target), result, fallback)
-    assert json.loads(open(fallback).read()) == result and not target.exists()
+    assert json.loads(Path(fallback).read_text()) == result and not target.exists()
 
 
 # --- whole runs -------------------------------------------------------------------------------
