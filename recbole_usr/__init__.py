@@ -12,9 +12,11 @@ __version__ = "0.1.0"
 def _register():
     import torch
 
+    from recbole_usr.recbole_config import load_plugin_properties_in_recbole_config
     from recbole_usr.utils import register_with_recbole
 
     register_with_recbole()
+    load_plugin_properties_in_recbole_config()  # Config(model="UnifiedSASRec") gets the plugin's yamls
     # RecBole's sine.py turns on autograd anomaly detection for the whole process when
     # recbole.model.sequential_recommender is imported: a NaN check on every backward pass
     # (~1.8x slower training steps). Turn it back off.

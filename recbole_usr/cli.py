@@ -1,6 +1,9 @@
 """``run_recbole_usr``: RecBole's ``run_recbole.py`` flags, with plugin models and properties."""
 
 import argparse
+import sys
+
+from recbole_usr.malloc import keep_freed_memory
 
 
 def parse_args(argv=None):
@@ -25,18 +28,26 @@ def parse_args(argv=None):
     return args, config_files, overrides
 
 
-def main(argv=None):
-    from recbole_usr.malloc import keep_freed_memory
-
-    keep_freed_memory()
+def run_command(argv=None):
+    """Check ``--results_file``, train and test, write the results; returns the result dict."""
     from recbole_usr.quick_start import run
-    from recbole_usr.utils import write_results
+    from recbole_usr.utils import check_results_file, results_fallback_path, write_results
 
     args, config_files, overrides = parse_args(argv)
+    check_results_file(args.results_file)
     result = run(args.model, args.dataset, config_file_list=config_files, config_dict=overrides)
-    write_results(args.results_file, result)
+    write_results(args.results_file, result, results_fallback_path(result))
     return result
 
 
+def main(argv=None):
+    """The ``run_recbole_usr`` console script: exit status 0 on success (an exception exits
+    non-zero). The result dict is :func:`run_command`'s; returned here, the console-script
+    wrapper would pass it to ``sys.exit`` (status 1, the dict printed to stderr)."""
+    keep_freed_memory()
+    run_command(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -8,6 +8,8 @@ both re-evaluated. Any model written by ``run_recbole_usr`` (plugin or RecBole) 
 """
 
 import argparse
+import os
+import sys
 import time
 from logging import getLogger
 
@@ -56,14 +58,23 @@ def evaluate_checkpoint(model_file, eval_mode=None):
     }
 
 
-def main(argv=None):
-    from recbole_usr.utils import write_results
+def run_command(argv=None):
+    """Check ``--results_file``, evaluate, write the results; returns the result dict."""
+    from recbole_usr.utils import check_results_file, write_results
 
     args = parse_args(argv)
+    check_results_file(args.results_file)
     result = evaluate_checkpoint(args.model_file, args.eval_mode)
-    write_results(args.results_file, result)
+    fallback = f"{os.path.splitext(args.model_file)[0]}.{result['eval_mode']}.results.json"
+    write_results(args.results_file, result, fallback)
     return result
 
 
+def main(argv=None):
+    """The ``recbole_usr_evaluate`` console script: exit status 0 on success."""
+    run_command(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

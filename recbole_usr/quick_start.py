@@ -28,10 +28,13 @@ from recbole.utils import get_local_time, init_logger, init_seed, set_color
 from recbole.utils import argument_list
 
 import recbole_usr  # noqa: F401  (compat + registration)
+from recbole_usr.config_checks import check_property_values, check_unused_properties
+from recbole_usr.data.atomic_file_checks import check_atomic_files
 from recbole_usr.data.cold_start import create_dataset  # RecBole's, plus the cold-item split
 from recbole_usr.data.dataset_lookup import find_dataset_root
 from recbole_usr.evaluation.sampled_from_full_sort import sampled_predict_from_full_sort
 from recbole_usr.evaluation.seen_items import PROTOCOL_NAMES, seen_items_removed
+from recbole_usr.quantization import degenerate_code_warnings
 from recbole_usr.utils import get_model, get_trainer
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties")
@@ -58,9 +61,7 @@ def plugin_property_files(model_name, dataset):
 
 def known_property_names():
     """Every key of every RecBole and recbole-usr property yaml, plus RecBole's argument lists."""
-    names = set(EXTRA_KNOWN_KEYS)
-    for group in ("general_arguments", "training_arguments", "evaluation_arguments", "dataset_arguments"):
-        names.update(getattr(argument_list, group, []))
+    names = set(EXTRA_KNOWN_KEYS) | set(known_argument_names())
     for root in (RECBOLE_PROPERTIES_DIR, PROPERTIES_DIR):
         for path in glob.glob(os.path.join(root, "**", "*.yaml"), recursive=True):
             with open(path) as f:
@@ -107,8 +108,12 @@ def isolated_argv():
         sys.argv = saved
 
 
-def build_config(model, dataset, config_file_list=None, config_dict=None, allow_download=True):
-    """A RecBole ``Config`` with the plugin's property files and the dataset located."""
+def build_config(model, dataset, config_file_list=None, config_dict=None, allow_download=True,
+                 used_properties=()):
+    """A RecBole ``Config`` with the plugin's property files and the dataset located.
+
+    ``used_properties``: properties the calling command reads whatever the model (e.g. the
+    tokenizer's ``rq_*``), so they are never reported as another model's."""
     config_dict = dict(config_dict or {})
     model_class = get_model(model) if isinstance(model, str) else model
     model_name = model_class.__name__
@@ -128,11 +133,27 @@ def build_config(model, dataset, config_file_list=None, config_dict=None, allow_
     if config["strict_properties"]:
         check_property_names(list(config_dict), "the command line / config_dict")
         check_property_names(file_keys, "the property files")
+    check_input_properties(config, [key for key in list(config_dict) + list(file_keys) if key not in used_properties])
     if dataset != "ml-100k":  # RecBole itself always reads ml-100k from its wheel
         requested_root = os.path.dirname(os.path.normpath(config["data_path"]))
         root = find_dataset_root(dataset, requested_root, allow_download=allow_download)
         config["data_path"] = os.path.join(root, dataset)
+    config["data_path"] = check_atomic_files(config)  # a cleaned copy when malformed rows are dropped
     return config
+
+
+def check_input_properties(config, user_keys):
+    """Values in range and of the right type, and no property meant for another model."""
+    check_property_values(config)
+    check_unused_properties(config, user_keys, [RECBOLE_PROPERTIES_DIR, PROPERTIES_DIR],
+                            EXTRA_KNOWN_KEYS | set(known_argument_names()))
+
+
+def known_argument_names():
+    names = []
+    for group in ("general_arguments", "training_arguments", "evaluation_arguments", "dataset_arguments"):
+        names += getattr(argument_list, group, [])
+    return names
 
 
 def peak_memory_mib():
@@ -155,6 +176,18 @@ def item_parameter_counts(model):
     if isinstance(table, torch.nn.Embedding):
         return {"item_embedding": table.weight.numel()}
     return {}
+
+
+def semantic_id_warnings(config, model):
+    """Warnings when the model's semantic IDs are degenerate (property ``min_unique_coverage``),
+    from the codes it ends with: the log says so and so does the results file."""
+    stats = getattr(model, "codebook_stats", None)  # TIGER: its frozen IDs
+    item_repr = getattr(model, "item_repr", None)
+    if not isinstance(stats, dict) and item_repr is not None:
+        stats = getattr(item_repr, "code_statistics", None) or item_repr.epoch_statistics()
+    if not isinstance(stats, dict) or "unique_coverage" not in stats:
+        return []
+    return degenerate_code_warnings(stats, config["min_unique_coverage"], f"{config['model']} semantic IDs")
 
 
 def record_epochs(trainer):
@@ -248,6 +281,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True):
         "peak_gpu_memory_mib": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
         "device": str(config["device"]),
         "torch_threads": torch.get_num_threads(),
+        "warnings": semantic_id_warnings(config, model),
     }
 
 

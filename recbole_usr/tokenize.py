@@ -22,6 +22,9 @@ import torch
 
 PROPERTIES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties", "tokenizer.yaml")
 FALLBACK_MODEL = "SASRec"
+# What RQTokenizer.from_config reads: used by this command whatever --model names.
+TOKENIZER_PROPERTIES = ("semantic_dim", "rq_hidden_sizes", "rq_levels", "rq_codebook_size", "rq_distances", "rq_beta",
+                        "rq_use_ema", "rq_ema_decay", "rq_dead_code_steps", "rq_dropout", "rq_cosine_codewords")
 
 
 def config_model(name):
@@ -79,8 +82,11 @@ def train_scheme(config, embeddings, distances, seed, show_progress):
 
 
 def write_semantic_ids(path, item_tokens, codes_with_dedup):
+    """The TSV, written atomically: a consumer never reads a half-written file."""
+    from recbole_usr.cache_files import atomic_output
+
     n_levels = codes_with_dedup.shape[1] - 1
-    with open(path, "w", encoding="utf-8") as f:
+    with atomic_output(path) as temporary, open(temporary, "w", encoding="utf-8") as f:
         f.write("\t".join(["item_id"] + [f"code_{i + 1}" for i in range(n_levels)] + ["dedup"]) + "\n")
         for token, row in zip(item_tokens, codes_with_dedup.tolist()):
             f.write("\t".join([str(token)] + [str(c) for c in row]) + "\n")
@@ -111,18 +117,23 @@ def plot_codeword_usage(path, codes_by_scheme, codebook_size, title):
     plt.close(fig)
 
 
-def main(argv=None):
+def run_command(argv=None):
     """Run the comparison; returns a dict with the output paths and every scheme's statistics."""
     from recbole.utils import init_seed
 
+    from recbole_usr.cache_files import atomic_output
     from recbole_usr.cli import parse_args
     from recbole_usr.data.text_embedding import load_item_text_embeddings
-    from recbole_usr.quantization import append_dedup_level, codebook_statistics, format_stats_table
+    from recbole_usr.quantization import append_dedup_level, codebook_statistics, degenerate_code_warnings
+    from recbole_usr.quantization import format_stats_table
     from recbole_usr.quick_start import build_config
+    from recbole_usr.utils import check_results_file, write_results
 
     args, config_files, overrides = parse_args(argv)
+    check_results_file(args.results_file)
     model = config_model(args.model)
-    config = build_config(model, args.dataset, [PROPERTIES_FILE] + list(config_files or []), overrides)
+    config = build_config(model, args.dataset, [PROPERTIES_FILE] + list(config_files or []), overrides,
+                          used_properties=TOKENIZER_PROPERTIES)
     seed = config["tokenizer_seed"] if config["tokenizer_seed"] is not None else config["seed"]
     init_seed(seed, config["reproducibility"])
     show_progress = bool(config["show_progress"])
@@ -162,8 +173,10 @@ def main(argv=None):
         "stats": os.path.join(out_dir, "stats.json"),
         "plot": os.path.join(out_dir, "codeword_usage.png"),
     }
+    warnings = degenerate_code_warnings(results[chosen], config["min_unique_coverage"], f"scheme {chosen}")
     write_semantic_ids(paths["semantic_ids"], item_tokens, append_dedup_level(codes_by_scheme[chosen]))
-    torch.save(chosen_tokenizer.state_dict(), paths["tokenizer"])
+    with atomic_output(paths["tokenizer"]) as temporary:
+        torch.save(chosen_tokenizer.state_dict(), temporary)
     summary = {
         "dataset": config["dataset"],
         "n_items": int(text.shape[0]),
@@ -177,14 +190,23 @@ def main(argv=None):
                                                   "tokenizer_kmeans_iters", "tokenizer_dead_code_steps")},
         "schemes": results,
         "table": table,
+        "warnings": warnings,
     }
-    with open(paths["stats"], "w", encoding="utf-8") as f:
+    with atomic_output(paths["stats"]) as temporary, open(temporary, "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2, default=str)
     plot_codeword_usage(paths["plot"], codes_by_scheme, codebook_size,
                         f"{config['dataset']}: codeword usage per level")
     print("\n" + "\n".join(f"{name}: {path}" for name, path in paths.items()))
-    return {"paths": paths, "schemes": results, "chosen_scheme": chosen, "table": table}
+    result = {"paths": paths, "schemes": results, "chosen_scheme": chosen, "table": table, "warnings": warnings}
+    write_results(args.results_file, result, os.path.join(out_dir, "results.json"))
+    return result
+
+
+def main(argv=None):
+    """The ``recbole_usr_tokenize`` console script: exit status 0 on success."""
+    run_command(argv)
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

@@ -8,7 +8,7 @@ import recbole.model.sequential_recommender.gru4rec as recbole_gru4rec
 import recbole.model.sequential_recommender.sasrec as recbole_sasrec
 
 from conftest import SMALL_SASREC
-from recbole_usr.cli import main, parse_args
+from recbole_usr.cli import main, parse_args, run_command
 from recbole_usr.utils import get_model
 
 UNIFIED_SASREC_MODULE = "recbole_usr.model.sequential_recommender.unified_sasrec"
@@ -94,7 +94,7 @@ def test_parse_args_rejects_malformed_arguments(argv, capsys):
 def test_main_trains_and_writes_results(tiny_dataset, tmp_path):
     results_file = tmp_path / "results.json"
     overrides = [f"--{key}={value}" for key, value in SMALL_SASREC.items()]
-    result = main(
+    result = run_command(
         [
             "--model=SASRec",
             f"--dataset={tiny_dataset.name}",

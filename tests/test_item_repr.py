@@ -245,6 +245,6 @@ def test_frozen_codes_do_not_depend_on_nor_move_the_global_rng(fake_text, tiny_d
 
 
 def test_unknown_item_repr_lists_the_new_ones(tiny_dataset):
-    config, train_data = build(tiny_dataset, item_repr="bogus")
-    with pytest.raises(ValueError, match="ngram, spm, hash"):
-        build_item_representation(config, train_data._dataset)
+    # caught by the property checks, before the dataset is built (recbole_usr/config_checks.py)
+    with pytest.raises(ValueError, match="'item_repr' must be one of .*'ngram', 'spm', 'hash'.*got 'bogus'"):
+        build(tiny_dataset, item_repr="bogus")

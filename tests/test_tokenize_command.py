@@ -5,7 +5,7 @@ import json
 
 import torch
 
-from recbole_usr.tokenize import main
+from recbole_usr.tokenize import run_command as tokenize_command
 
 
 def run_command(tiny_dataset, out_dir, *extra):
@@ -26,7 +26,7 @@ def run_command(tiny_dataset, out_dir, *extra):
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return main(argv)
+        return tokenize_command(argv)
     finally:
         torch.set_num_threads(previous)
 

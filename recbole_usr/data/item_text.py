@@ -22,6 +22,14 @@ def read_item_table(dataset_dir, dataset):
     return table
 
 
+def field_list(text_fields):
+    """``text_fields`` as a list: one name given alone (``--text_fields=title``) is that name,
+    not the list of its letters."""
+    if isinstance(text_fields, str):
+        return [text_fields]
+    return list(text_fields or [])
+
+
 def format_item_text(row, text_fields):
     """One string per item: ``field: value; field: value`` over the non-empty fields."""
     parts = []
@@ -38,6 +46,7 @@ def item_texts(dataset_dir, dataset, text_fields, item_field="item_id"):
     Raises ValueError naming the missing columns when ``text_fields`` asks for a column the
     file lacks, so a typo in a property file is not silently an empty text.
     """
+    text_fields = field_list(text_fields)
     if not text_fields:
         raise ValueError(
             f"No `text_fields` are set for dataset '{dataset}': name the item columns that hold "

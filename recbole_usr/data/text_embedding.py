@@ -9,10 +9,14 @@ nor yields NaN; a warning gives the count.
 
 The cache holds every item of the ``.item`` file by raw token, so it survives changes of
 filtering; its file name carries a hash of the dataset, the text fields, the encoder, the
-text format version and the ``.item`` file's content.
+text format version and the ``.item`` file's content. The file also records what it was
+built for (``meta``) and is written atomically; on read it is checked (readable, float32,
+finite, one row per item of the current ``.item`` file, the width and key it records), and a
+file that fails is reported with its path and rebuilt (:mod:`recbole_usr.cache_files`).
 """
 
 import hashlib
+import json
 import os
 import re
 import time
@@ -21,9 +25,10 @@ from logging import getLogger
 import numpy as np
 import torch
 
-from recbole_usr.data.item_text import item_texts
+from recbole_usr.cache_files import BadCacheError, atomic_output, discard_bad_cache
+from recbole_usr.data.item_text import field_list, item_texts
 
-TEXT_FORMAT_VERSION = 1
+TEXT_FORMAT_VERSION = 2  # 2: the file carries ``meta`` (what it was built for)
 OFFLINE_MODELS = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 
 
@@ -78,19 +83,62 @@ def cache_file(cache_dir, dataset, text_fields, encoder_name, item_file_digest=N
     return os.path.join(cache_dir, f"{dataset}.text-emb.{encoder_tag}.{digest}.npz")
 
 
+def cache_meta(dataset, text_fields, encoder_name, item_file_digest):
+    """What a cache file is built for; stored in the file and compared on read."""
+    return {"format": TEXT_FORMAT_VERSION, "dataset": dataset, "text_fields": list(text_fields),
+            "encoder": encoder_name, "item_file_digest": item_file_digest}
+
+
+def check_embeddings(embeddings, n_items, where):
+    """Raise BadCacheError unless ``embeddings`` is a finite float32 ``[n_items, d]`` matrix."""
+    if embeddings.ndim != 2 or embeddings.shape[0] != n_items or embeddings.shape[1] < 1:
+        raise BadCacheError(f"{where} has shape {embeddings.shape}, expected ({n_items}, d)")
+    if embeddings.dtype != np.float32:
+        raise BadCacheError(f"{where} has dtype {embeddings.dtype}, expected float32")
+    bad_rows = np.flatnonzero(~np.isfinite(embeddings).all(axis=1))
+    if bad_rows.size:
+        raise BadCacheError(f"{where} has {bad_rows.size} rows with NaN or inf values (first: row {bad_rows[0]})")
+
+
+def read_embedding_cache(path, meta, item_tokens):
+    """``embeddings`` from the cache at ``path``; BadCacheError saying why it cannot be used."""
+    try:
+        with np.load(path, allow_pickle=False) as cached:
+            stored_meta = json.loads(str(cached["meta"]))
+            tokens = [str(token) for token in cached["item_tokens"]]
+            embeddings = cached["embeddings"]
+    except Exception as error:  # truncated, empty, random bytes, an old format without meta
+        raise BadCacheError(f"unreadable ({type(error).__name__}: {error})") from error
+    stored_dim = stored_meta.pop("dim", None)
+    if stored_meta != meta:
+        raise BadCacheError(f"built for {stored_meta}, not for {meta}")
+    if tokens != list(item_tokens):
+        raise BadCacheError(f"built for another item list ({len(tokens)} items; the .item file has "
+                            f"{len(item_tokens)} items with text)")
+    check_embeddings(embeddings, len(tokens), "the matrix")
+    if embeddings.shape[1] != stored_dim:
+        raise BadCacheError(f"its matrix is {embeddings.shape[1]}-d but the file says {stored_dim}-d")
+    return embeddings
+
+
+def write_embedding_cache(path, meta, item_tokens, embeddings):
+    """Write the cache atomically: a run cut short never leaves a partial file at ``path``."""
+    with atomic_output(path) as temporary:
+        with open(temporary, "wb") as f:
+            np.savez(f, item_tokens=np.array(item_tokens, dtype=str), embeddings=embeddings,
+                     meta=np.array(json.dumps({**meta, "dim": int(embeddings.shape[1])})))
+
+
 def catalogue_embeddings(config, show_progress=True):
     """``(raw item tokens, embeddings)`` for the whole ``.item`` file, from cache or encoded now."""
     logger = getLogger()
     dataset = config["dataset"]
-    text_fields = list(config["text_fields"] or [])
+    text_fields = field_list(config["text_fields"])
     encoder_name = config["text_encoder"] or "all-MiniLM-L6-v2"
     cache_dir = config["text_cache_dir"] or os.path.join("dataset", dataset)
     item_file = os.path.join(config["data_path"], f"{dataset}.item")
-    path = cache_file(cache_dir, dataset, text_fields, encoder_name, file_digest(item_file))
-    if os.path.isfile(path):
-        with np.load(path, allow_pickle=False) as cached:
-            logger.info(f"Text embeddings: cache hit {path}")
-            return list(cached["item_tokens"]), cached["embeddings"]
+    digest = file_digest(item_file)
+    path = cache_file(cache_dir, dataset, text_fields, encoder_name, digest)
     texts = item_texts(config["data_path"], dataset, text_fields, config["ITEM_ID_FIELD"])
     if not texts:
         raise ValueError(
@@ -98,6 +146,14 @@ def catalogue_embeddings(config, show_progress=True):
             f"text_fields {text_fields} are empty everywhere."
         )
     tokens = list(texts)
+    meta = cache_meta(dataset, text_fields, encoder_name, digest)
+    if os.path.exists(path):
+        try:
+            embeddings = read_embedding_cache(path, meta, tokens)
+            logger.info(f"Text embeddings: cache hit {path}")
+            return tokens, embeddings
+        except BadCacheError as error:
+            discard_bad_cache(path, error, "text-embedding cache")
     logger.info(f"Text embeddings: encoding {len(tokens)} items with {encoder_name}")
     start = time.time()
     embeddings = encode_texts(
@@ -107,9 +163,15 @@ def catalogue_embeddings(config, show_progress=True):
         device=config["device"] or "cpu",
         show_progress=show_progress,
     )
+    try:
+        check_embeddings(embeddings, len(tokens), f"the output of text_encoder '{encoder_name}'")
+    except BadCacheError as error:
+        raise ValueError(f"{error}: nothing was cached.") from None
     logger.info(f"Text embeddings: {len(tokens)} items in {time.time() - start:.1f}s -> {path}")
-    os.makedirs(cache_dir, exist_ok=True)
-    np.savez(path, item_tokens=np.array(tokens), embeddings=embeddings)
+    try:
+        write_embedding_cache(path, meta, tokens, embeddings)
+    except OSError as error:  # disk full, read-only folder: this run still has its embeddings
+        logger.warning(f"Text embeddings: could not write the cache {path} ({error}); they are encoded again next time.")
     return tokens, embeddings
 
 

@@ -42,6 +42,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from recbole_usr.cache_files import BadCacheError, atomic_output, discard_bad_cache
 from recbole_usr.data.text_embedding import load_item_text_embeddings
 from recbole_usr.model.item_representation import count_parameters
 from recbole_usr.quantization import RQTokenizer, codebook_statistics, fit_tokenizer
@@ -240,7 +241,8 @@ def train_sentencepiece(sentences, vocab_size, model_type="bpe", cache_dir=None)
     code seen in training), no BOS/EOS. ``vocab_size`` is an upper bound
     (``hard_vocab_limit: false``): a small catalogue may support fewer pieces. The model
     file is written to ``cache_dir`` (a temporary directory when None) under a name
-    hashing the sentences and settings, and reused when already there.
+    hashing the sentences and settings, atomically, and reused when already there and
+    readable; an unusable file is reported and retrained.
     """
     import sentencepiece as spm
 
@@ -273,10 +275,37 @@ def train_sentencepiece(sentences, vocab_size, model_type="bpe", cache_dir=None)
     digest = hashlib.sha1(repr((sentences, sorted(settings.items()))).encode()).hexdigest()[:12]
     cache_dir = cache_dir or os.path.join(tempfile.gettempdir(), "recbole_usr_spm")
     os.makedirs(cache_dir, exist_ok=True)
-    prefix = os.path.join(cache_dir, f"semantic-ids-{model_type}-{digest}")
-    if not os.path.isfile(prefix + ".model"):
-        spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_prefix=prefix, **settings)
-    return spm.SentencePieceProcessor(model_file=prefix + ".model")
+    path = os.path.join(cache_dir, f"semantic-ids-{model_type}-{digest}.model")
+    if os.path.exists(path):
+        try:
+            return load_sentencepiece(path, sentences)
+        except BadCacheError as error:
+            discard_bad_cache(path, error, "SentencePiece model")
+    with atomic_output(path) as temporary:  # the trainer writes <prefix>.model and <prefix>.vocab
+        prefix = temporary[: -len(".tmp")]
+        try:
+            spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_prefix=prefix, **settings)
+            os.replace(prefix + ".model", temporary)
+        finally:
+            for leftover in (prefix + ".model", prefix + ".vocab"):
+                if os.path.exists(leftover):
+                    os.remove(leftover)
+    return load_sentencepiece(path, sentences)
+
+
+def load_sentencepiece(path, sentences):
+    """The SentencePiece model at ``path``; BadCacheError unless it reads and covers every
+    character of ``sentences`` (a model for other items would map them to ``<unk>``)."""
+    import sentencepiece as spm
+
+    try:
+        processor = spm.SentencePieceProcessor(model_file=path)
+    except Exception as error:  # truncated, empty or foreign file
+        raise BadCacheError(f"unreadable ({type(error).__name__}: {error})") from error
+    unknown = sorted({char for char in "".join(sentences) if processor.piece_to_id(char) == processor.unk_id()})
+    if unknown:
+        raise BadCacheError(f"built for other semantic IDs ({len(unknown)} codes of these items are not in it)")
+    return processor
 
 
 def piece_index(processor, sentences, slots):

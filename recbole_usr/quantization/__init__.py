@@ -5,7 +5,12 @@ Small interchangeable parts: ``distances`` (how a level compares vectors), ``kme
 ``codebook_stats`` (how good a code table is as an ID scheme).
 """
 
-from recbole_usr.quantization.codebook_stats import append_dedup_level, codebook_statistics, format_stats_table
+from recbole_usr.quantization.codebook_stats import (
+    append_dedup_level,
+    codebook_statistics,
+    degenerate_code_warnings,
+    format_stats_table,
+)
 from recbole_usr.quantization.distances import (
     CosineDistance,
     Distance,
@@ -31,6 +36,7 @@ __all__ = [
     "kmeans",
     "kmeans_plus_plus",
     "codebook_statistics",
+    "degenerate_code_warnings",
     "append_dedup_level",
     "format_stats_table",
 ]

@@ -54,6 +54,27 @@ def codebook_statistics(codes, codebook_size):
     }
 
 
+def degenerate_code_warnings(stats, min_unique_coverage, where="semantic IDs"):
+    """Warnings (logged, and returned for the results file) when a code table is useless as
+    IDs: every item shares one tuple, or fewer than ``min_unique_coverage`` of the items have
+    a tuple of their own. Not an error: the run itself is valid, only its IDs are poor."""
+    from logging import getLogger
+
+    warnings = []
+    if stats["n_items"] > 1 and stats["n_distinct"] == 1:
+        warnings.append(f"{where}: all {stats['n_items']} items share one semantic ID")
+    elif min_unique_coverage is not None and stats["unique_coverage"] < min_unique_coverage:
+        warnings.append(
+            f"{where}: unique coverage {stats['unique_coverage']:.4f} is below min_unique_coverage="
+            f"{min_unique_coverage} ({stats['n_distinct']} distinct IDs for {stats['n_items']} items, "
+            f"largest group {stats['max_collision']}, per-level activation "
+            f"{[round(a, 3) for a in stats['activation']]}); a larger rq_codebook_size or more rq_levels may help"
+        )
+    for warning in warnings:
+        getLogger().warning(warning)
+    return warnings
+
+
 def append_dedup_level(codes):
     """Append TIGER's de-duplication level: [N, L] -> [N, L+1].
 
