@@ -115,3 +115,31 @@ def test_seen_item_mask_removes_training_and_input_items_only(tiny_dataset):
     scores = mask.apply(interaction, torch.zeros(1, dataset.item_num))
     removed = set(torch.nonzero(torch.isinf(scores[0])).flatten().tolist())
     assert removed == set(items[indptr[user]:indptr[user + 1]].tolist()) | {7, 9, 0}
+
+
+def test_per_position_negatives_give_the_shared_logits_when_draws_coincide(tiny_dataset):
+    _, model, *_ = build(tiny_dataset)
+    table = torch.randn(model.n_items, 8)
+    output = torch.randn(2, 3, 8)
+    targets = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    negatives = torch.tensor([[2, 7], [8, 4]])
+    shared = model.sampled_softmax_logits(output, targets, table, negatives)  # [2, 3, 3]
+    per_position = model.sampled_softmax_logits(
+        output.reshape(6, 8), targets.reshape(6), table, negatives.repeat_interleave(3, dim=0)
+    )
+    assert torch.allclose(shared.reshape(6, 3), per_position, atol=1e-6)
+    assert torch.isinf(per_position[1, 1]) and torch.isinf(per_position[3, 2])  # target == negative
+
+
+def test_ss_with_per_position_negatives_trains(tiny_dataset):
+    _, model, train_data, _ = build(tiny_dataset, train_neg_num=8, train_neg_share="position")
+    batch = next(iter(train_data))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    torch.manual_seed(0)
+    first = model.calculate_loss(batch)[0].item()
+    for _ in range(30):
+        optimizer.zero_grad()
+        loss = model.calculate_loss(batch)[0]
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.5 * first

@@ -53,6 +53,9 @@ class UnifiedSASRec(SequentialRecommender):
             raise NotImplementedError("Make sure 'loss_type' in ['CE', 'BCE', 'SS']!")
         self.train_neg_num = config["train_neg_num"]
         self.train_neg_sampling = config["train_neg_sampling"] or "uniform"
+        self.train_neg_share = config["train_neg_share"] or "sequence"
+        if self.train_neg_share not in ("sequence", "position"):
+            raise ValueError(f"train_neg_share must be sequence or position, got '{self.train_neg_share}'.")
         if self.loss_type == "SS" and not (isinstance(self.train_neg_num, int) and self.train_neg_num > 0):
             raise ValueError(f"train_neg_num must be a positive integer for loss_type SS, got {self.train_neg_num!r}.")
         if self.train_neg_sampling not in ("uniform", "popularity"):
@@ -167,26 +170,35 @@ class UnifiedSASRec(SequentialRecommender):
         mask = positions <= last if self.whole_sequence else positions == last
         return targets, mask
 
-    def sample_negatives(self, n_rows):
-        """``[n_rows, train_neg_num]`` training candidates, uniform or by popularity."""
-        shape = (n_rows, self.train_neg_num)
+    def sample_negatives(self, *shape):
+        """``[*shape, train_neg_num]`` training candidates, uniform or by popularity."""
+        shape = (*shape, self.train_neg_num)
         if self.train_neg_sampling == "uniform":
             picks = torch.randint(0, len(self.train_candidates), shape, device=self.train_candidates.device)
         else:
-            picks = torch.multinomial(self.neg_weights, n_rows * self.train_neg_num, replacement=True).view(shape)
+            count = int(torch.tensor(shape).prod())
+            picks = torch.multinomial(self.neg_weights, count, replacement=True).view(shape)
         return self.train_candidates[picks]
 
     def sampled_softmax_logits(self, output, targets, item_table, negatives):
-        """``[B, L', 1 + K]`` logits: the target first, then the row's K sampled negatives
-        (shared by the row's positions). A negative equal to the position's target is masked
-        out, so the positive never counts against itself; with popularity sampling every
-        logit is corrected by the item's log sampling probability."""
-        pos = (output * item_table[targets]).sum(-1, keepdim=True)  # [B, L', 1]
-        neg = torch.bmm(output, item_table[negatives].transpose(1, 2))  # [B, L', K]
+        """Logits ``[..., 1 + K]``: the target first, then K sampled negatives.
+
+        ``output [B, L', H]`` with ``targets [B, L']``: ``negatives [B, K]`` are shared by a
+        row's positions. ``output [N, H]`` with ``targets [N]``: ``negatives [N, K]`` are
+        each position's own. A negative equal to the position's target is masked out, so the
+        positive never counts against itself; with popularity sampling every logit is
+        corrected by the item's log sampling probability (logQ).
+        """
+        pos = (output * item_table[targets]).sum(-1, keepdim=True)
+        if output.dim() == 3:  # shared by the row: [B, L', H] x [B, H, K]
+            neg = torch.bmm(output, item_table[negatives].transpose(1, 2))
+            negatives = negatives.unsqueeze(1)
+        else:  # per position: [N, K, H] x [N, H, 1]
+            neg = torch.bmm(item_table[negatives], output.unsqueeze(-1)).squeeze(-1)
         if self.train_neg_sampling != "uniform":
             pos = pos - self.log_q[targets].unsqueeze(-1)
-            neg = neg - self.log_q[negatives].unsqueeze(1)
-        neg = neg.masked_fill(negatives.unsqueeze(1) == targets.unsqueeze(-1), float("-inf"))
+            neg = neg - self.log_q[negatives]
+        neg = neg.masked_fill(negatives == targets.unsqueeze(-1), float("-inf"))
         return torch.cat([pos, neg], dim=-1)
 
     def calculate_loss(self, interaction):
@@ -199,14 +211,17 @@ class UnifiedSASRec(SequentialRecommender):
         for rows in self.length_buckets(item_seq_len):
             output = self.encode_sequence(item_seq[rows], item_table)
             bucket_targets, mask = self.training_targets(item_seq[rows], item_seq_len[rows], pos_items[rows])
-            if self.loss_type == "SS":
+            if self.loss_type == "SS" and self.train_neg_share == "sequence":
                 negatives = self.sample_negatives(len(rows))
                 sampled_logits.append(self.sampled_softmax_logits(output, bucket_targets, item_table, negatives)[mask])
             hidden.append(output[mask])
             targets.append(bucket_targets[mask])
         hidden, targets = torch.cat(hidden), torch.cat(targets)  # [N real positions, H], [N]
         if self.loss_type == "SS":
-            logits = torch.cat(sampled_logits)  # [N, 1 + K], the target in column 0
+            if self.train_neg_share == "sequence":
+                logits = torch.cat(sampled_logits)  # [N, 1 + K], the target in column 0
+            else:
+                logits = self.sampled_softmax_logits(hidden, targets, item_table, self.sample_negatives(len(targets)))
             rec_loss = F.cross_entropy(logits, torch.zeros_like(targets))
         elif self.loss_type == "CE":
             logits = hidden @ item_table.t()
