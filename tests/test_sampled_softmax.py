@@ -34,6 +34,19 @@ def build(tiny_dataset, **overrides):
     return config, UnifiedSASRec(config, train_data._dataset), train_data, test_data
 
 
+def first_and_last_loss(model, batch, steps=30):
+    """The SS loss on ``batch`` before and after ``steps`` Adam steps on it."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    torch.manual_seed(0)
+    first = model.calculate_loss(batch)[0].item()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = model.calculate_loss(batch)[0]
+        loss.backward()
+        optimizer.step()
+    return first, loss.item()
+
+
 def test_sampled_softmax_logits_match_a_hand_computed_table(tiny_dataset):
     _, model, *_ = build(tiny_dataset)
     # 5 items in 2-d (row 0 padding); one sequence of two positions.
@@ -77,16 +90,8 @@ def test_sampled_negatives_are_never_held_out_items_or_padding(tiny_dataset, sam
 
 def test_ss_training_lowers_loss(tiny_dataset):
     _, model, train_data, _ = build(tiny_dataset, train_neg_num=8)
-    batch = next(iter(train_data))
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
-    torch.manual_seed(0)
-    first = model.calculate_loss(batch)[0].item()
-    for _ in range(30):
-        optimizer.zero_grad()
-        loss = model.calculate_loss(batch)[0]
-        loss.backward()
-        optimizer.step()
-    assert loss.item() < 0.5 * first
+    first, last = first_and_last_loss(model, next(iter(train_data)))
+    assert last < 0.5 * first
 
 
 def test_user_items_csr_round_trip(tiny_dataset):
@@ -133,13 +138,5 @@ def test_per_position_negatives_give_the_shared_logits_when_draws_coincide(tiny_
 
 def test_ss_with_per_position_negatives_trains(tiny_dataset):
     _, model, train_data, _ = build(tiny_dataset, train_neg_num=8, train_neg_share="position")
-    batch = next(iter(train_data))
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
-    torch.manual_seed(0)
-    first = model.calculate_loss(batch)[0].item()
-    for _ in range(30):
-        optimizer.zero_grad()
-        loss = model.calculate_loss(batch)[0]
-        loss.backward()
-        optimizer.step()
-    assert loss.item() < 0.5 * first
+    first, last = first_and_last_loss(model, next(iter(train_data)))
+    assert last < 0.5 * first
