@@ -45,6 +45,51 @@ def load_results():
     return records
 
 
+def code_label(record):
+    """The code a run used: ``git describe --always --dirty`` plus a hash of the uncommitted
+    change when dirty. Records written before provenance was recorded carry only a commit,
+    with no dirty flag: they are marked as such."""
+    describe = record.get("git_describe")
+    if describe is None:
+        return str(record.get("git_commit", "?"))
+    if record.get("git_dirty"):
+        return f"{describe} {record.get('git_diff_sha256', '')}".strip()
+    return describe
+
+
+def threads_used(record):
+    """Torch threads the run measured; older records only have the requested (or guessed) count."""
+    return record.get("torch_threads") or record.get("threads")
+
+
+def settings_key(record):
+    """Everything a run was given except its seed: the settings hash, or for older records
+    the command's flags."""
+    if record.get("settings_hash"):
+        return record["settings_hash"]
+    flags = re.findall(r"--[^\s=]+=\S+", record.get("command", ""))
+    return " ".join(sorted(f for f in flags if not f.startswith(("--seed=", "--results_file="))))
+
+
+def warnings_of(record):
+    """Why a record's provenance needs care (shown next to it in every table)."""
+    notes = []
+    if record.get("git_dirty") or "dirty" in str(record.get("git_describe", "")):
+        notes.append("dirty tree")
+    if record.get("code_changed_during_run"):
+        notes.append("code changed during the run")
+    if "git_describe" not in record:
+        notes.append("legacy record: commit without dirty flag")
+    if record.get("provenance_warning"):
+        notes.append(record["provenance_warning"])
+    return notes
+
+
+def code_cell(record):
+    notes = warnings_of(record)
+    return code_label(record) + (f" **⚠ {'; '.join(notes)}**" if notes else "")
+
+
 def mean_spread(values):
     if not values:
         return ""
@@ -58,8 +103,11 @@ def command_lines(records):
     lines = ["", "Commands (run from the checkout root):", ""]
     for record in records:
         threads = f"OMP_NUM_THREADS={record['threads']} " if record.get("threads") else ""
+        versions = ", ".join(f"{k} {v}" for k, v in (record.get("versions") or {}).items() if k != "python")
         lines.append(f"- {record.get('label', record.get('suite'))}: `{threads}python {record.get('command', '?')}` "
-                     f"(commit {record.get('git_commit', '?')}, {record.get('wall_seconds', 0):.0f} s wall)")
+                     f"(code {code_cell(record)}, {threads_used(record) or '?'} torch thread(s), "
+                     f"{record.get('device', 'device not recorded')}{', ' + versions if versions else ''}, "
+                     f"{record.get('wall_seconds', 0):.0f} s wall)")
     return "\n".join(lines)
 
 
@@ -76,46 +124,90 @@ def reevaluated_records(records, mode):
     for record in records:
         entry = (record.get("reevaluated") or {}).get(mode)
         if entry and entry.get("test_result"):
+            both = {"git_commit": f"{record.get('git_commit', '?')} / {entry.get('git_commit', '?')}"}
+            if "git_describe" in record or "git_describe" in entry:
+                both.update(git_describe=f"{code_label(record)} / {code_label(entry)}",
+                            git_dirty=bool(record.get("git_dirty") or entry.get("git_dirty")))
+                both.pop("git_commit")
             rows.append({**record, "label": f"{record['label']} (best full-ranking checkpoint)",
                          "test_result": entry["test_result"],
                          "command": f"{record['command']}`, then `python {entry['command']}",
-                         "git_commit": f"{record.get('git_commit', '?')} / {entry.get('git_commit', '?')}",
-                         "wall_seconds": record.get("wall_seconds", 0) + entry.get("wall_seconds", 0)})
+                         "code_changed_during_run": record.get("code_changed_during_run")
+                         or entry.get("code_changed_during_run"),
+                         "wall_seconds": record.get("wall_seconds", 0) + entry.get("wall_seconds", 0), **both})
     return rows
 
 
 def metric_table(records, published):
-    """Rows grouped by label and epoch budget over seeds: mean ± sd of each metric, then the paper rows."""
+    """One row per label, epoch budget, settings, code and thread count: seeds are averaged
+    (mean ± sd) only when all of these agree; then the paper rows."""
     groups = defaultdict(list)
     for record in records:
         if record.get("test_result"):
-            groups[(record["label"], epoch_budget(record))].append(record)
-    lines = ["| model | seeds | max epochs | epochs run | " + " | ".join(METRICS) + " | source |",
-             "|---" * (len(METRICS) + 5) + "|"]
-    for (label, budget), runs in sorted(groups.items(), key=lambda item: (item[0][0], item[0][1] or 0)):
+            key = (record["label"], epoch_budget(record) or 0, settings_key(record), code_label(record),
+                   str(threads_used(record)))
+            groups[key].append(record)
+    lines = ["| model | seeds | max epochs | epochs run | " + " | ".join(METRICS) + " | code | threads | source |",
+             "|---" * (len(METRICS) + 7) + "|"]
+    for (label, budget, _, _, threads), runs in sorted(groups.items()):
         cells = [mean_spread([r["test_result"][m] for r in runs if m in r["test_result"]]) for m in METRICS]
         epochs = ",".join(str(len(r.get("train_epoch_seconds") or [])) for r in runs)
         sources = ", ".join(f"[json]({r['file']})" for r in runs)
-        lines.append(f"| {label} | {len(runs)} | {budget or '?'} | {epochs} | " + " | ".join(cells) + f" | {sources} |")
+        lines.append(f"| {label} | {len(runs)} | {budget or '?'} | {epochs} | " + " | ".join(cells)
+                     + f" | {code_cell(runs[0])} | {threads} | {sources} |")
     for label, values in (published or {}).items():
         cells = [f"{values[m]:.4f}" if m in values else "" for m in METRICS]
-        lines.append(f"| *{label}* | | | | " + " | ".join(cells) + " | published |")
+        lines.append(f"| *{label}* | | | | " + " | ".join(cells) + " | published | | |")
     return "\n".join(lines)
 
 
 def cost_table(records):
-    lines = ["| model | train s/epoch | peak RSS (MiB) | test eval s | item-embedding params | json |", "|---|---|---|---|---|---|"]
-    by_label = {}
+    """One row per run; the time ratio only between runs of the same code and thread count."""
+    lines = ["| model | train s/epoch | peak RSS (MiB) | test eval s | item-embedding params | code | threads | json |",
+             "|---|---|---|---|---|---|---|---|"]
+    per_epoch = defaultdict(dict)
     for record in records:
+        if not record.get("test_result"):
+            continue
         seconds = record.get("train_epoch_seconds") or []
-        per_epoch = sum(seconds) / len(seconds) if seconds else float("nan")
-        by_label[record["label"]] = per_epoch
-        lines.append(f"| {record['label']} | {per_epoch:.1f} | {record.get('peak_memory_mib', float('nan')):.0f} | "
-                     f"{record.get('test_seconds', float('nan')):.1f} | {(record.get('parameter_counts') or {}).get('item_embedding', '')} | [json]({record['file']}) |")
-    base = by_label.get("SASRec (RecBole, CE)")
-    ours = by_label.get("UnifiedSASRec unified")
-    if base and ours:
-        lines.append(f"\nRatio UnifiedSASRec / RecBole SASRec train epoch time: **{ours / base:.3f}** (target <= 0.2).")
+        mean = sum(seconds) / len(seconds) if seconds else float("nan")
+        per_epoch[(code_label(record), str(threads_used(record)))][record["label"]] = mean
+        lines.append(f"| {record['label']} | {mean:.1f} | {record.get('peak_memory_mib', float('nan')):.0f} | "
+                     f"{record.get('test_seconds', float('nan')):.1f} | {(record.get('parameter_counts') or {}).get('item_embedding', '')} | "
+                     f"{code_cell(record)} | {threads_used(record)} | [json]({record['file']}) |")
+    for (code, threads), by_label in sorted(per_epoch.items()):
+        base, ours = by_label.get("SASRec (RecBole, CE)"), by_label.get("UnifiedSASRec unified")
+        if base and ours:
+            lines.append(f"\nRatio UnifiedSASRec / RecBole SASRec train epoch time (code {code}, {threads} thread(s)): "
+                         f"**{ours / base:.3f}** (target <= 0.2).")
+    return "\n".join(lines)
+
+
+def failed_runs(records):
+    """Every run or re-evaluation that ended without results, so none vanishes."""
+    failures = []
+    for record in records:
+        entries = [(record.get("label") or record.get("suite") or record["file"], record)]
+        entries += [(f"{record.get('label')} re-evaluated {mode}", entry)
+                    for mode, entry in (record.get("reevaluated") or {}).items()]
+        for what, entry in entries:
+            if entry.get("error") or entry.get("returncode") not in (None, 0):
+                last = (entry.get("error") or "").strip().splitlines()[-1:] or ["?"]
+                failures.append(f"| {what} | {record.get('dataset', '?')} | {entry.get('returncode')} | "
+                                f"{code_cell(entry)} | `{last[0][:160]}` | [json]({record['file']}) |")
+    if not failures:
+        return ""
+    return "\n".join(["| run | dataset | exit code | code | last error line | json |", "|---|---|---|---|---|---|"]
+                     + failures)
+
+
+def provenance_notes(records):
+    """Runs from a dirty tree, or whose code changed while they ran, or marked by hand."""
+    lines = []
+    for record in records:
+        notes = [n for n in warnings_of(record) if not n.startswith("legacy record")]
+        if notes:
+            lines.append(f"- [{record['file']}]({record['file']}): code {code_label(record)}: {'; '.join(notes)}")
     return "\n".join(lines)
 
 
@@ -168,7 +260,13 @@ def write_report():
     records = load_results()
     sections = ["# Benchmark results\n",
                 "Generated by `python -m benchmarks.report` from `benchmarks/results/*.json`; each JSON holds the "
-                "exact command, git commit, seed, machine and wall time of its run. Rows in *italics* are "
+                "exact command, seed, machine and wall time of its run and its provenance: `git describe --always "
+                "--dirty` (with a hash of the uncommitted change when dirty), the versions of torch, numpy, RecBole "
+                "and sentence-transformers, the torch thread count and device the run used. Seeds are averaged only "
+                "over runs of the same settings, code and thread count; anything else is its own row. "
+                "**⚠** marks runs from a dirty tree and *legacy records*, written before this provenance existed "
+                "(their commit carries no dirty flag and their thread count is the one requested). Failed runs are "
+                "listed at the end. Rows in *italics* are "
                 "published numbers copied from the papers (sources in `benchmarks/report.py`), never produced here.\n"]
     datasets = sorted({r.get("dataset") for r in records if r.get("dataset")})
     for dataset in datasets:
@@ -186,10 +284,16 @@ def write_report():
         for record in records:
             if record.get("suite") == "tokenizer" and record.get("dataset") == dataset:
                 sections.append(f"## Tokenizer (paper Table 1): {dataset}\n\nCommand: `{record['command']}` "
-                                f"({record['wall_seconds']:.0f} s on {record['machine']})\n")
+                                f"({record['wall_seconds']:.0f} s on {record['machine']}, code {code_cell(record)}, "
+                                f"{threads_used(record) or '?'} torch thread(s))\n")
                 sections.append(tokenizer_table(record) + "\n")
     for png in plot_ablations(records):
         sections.append(f"![{png}]({png})\n")
+    notes = provenance_notes(records)
+    if notes:
+        sections.append("## Provenance warnings\n\n" + notes + "\n")
+    failures = failed_runs(records)
+    sections.append("## Failed runs\n\n" + (failures or "None recorded.") + "\n")
     with open(REPORT, "w") as f:
         f.write("\n".join(sections))
     return REPORT
