@@ -39,7 +39,8 @@ from recbole_usr.quick_start import (  # noqa: E402
     unique_checkpoint_path,
 )
 from recbole_usr.utils import get_model, get_trainer  # noqa: E402
-from benchmarks.run import git_commit, machine_name  # noqa: E402
+from benchmarks.child import runtime  # noqa: E402
+from benchmarks.run import provenance  # noqa: E402
 
 # name -> (model, properties); every UnifiedSASRec variant has a 64-d item table.
 REPRESENTATIONS = {
@@ -215,8 +216,7 @@ def main(argv=None):
     extra = parse_overrides(args.set)
     report = {
         "command": "python benchmarks/item_repr_table.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "git_commit": git_commit(),
-        "machine": machine_name(),
+        **provenance(),
         "threads": torch.get_num_threads(),
         "dataset": args.dataset,
         "epochs": args.epochs,
@@ -230,6 +230,7 @@ def main(argv=None):
         model_name, properties = REPRESENTATIONS[name]
         start = time.time()
         report["results"][name] = train_and_evaluate(name, model_name, properties, args, extra)
+        report.update(runtime())
         overall = report["results"][name]["slices"]["overall"]
         print(f"[{name}] R@{K}={overall[f'recall@{K}']:.4f} N@{K}={overall[f'ndcg@{K}']:.4f} "
               f"({time.time() - start:.0f}s)", flush=True)

@@ -6,8 +6,12 @@
     python -m benchmarks.run --modes full --reeval uni99 --epochs 30    # one training, both protocols
 
 Every run is a subprocess of ``run_recbole_usr.py`` (so its peak memory is its own) and
-leaves ``benchmarks/results/<suite>-<dataset>-<label>-<mode>-s<seed>-e<epochs>.json`` holding
-the command, git commit, seed, machine, wall time, per-epoch training time and metrics;
+leaves ``benchmarks/results/<suite>-<dataset>-<label>-<mode>-s<seed>-e<epochs>-<settings>.json``
+(``<settings>``: a short hash of every property passed and the thread count, so no two settings
+share a file) holding the command, seed, machine, wall time, per-epoch training time, metrics
+and provenance (:func:`provenance`: ``git describe --always --dirty``, a hash of the
+uncommitted diff, package versions; from the run's own process, via ``benchmarks.child``: the
+torch thread count and device it used). A failed run leaves its record too, with the error.
 ``--reeval uni99`` adds the best checkpoint's metrics under 99 sampled negatives.
 ``python -m benchmarks.report`` turns them into ``benchmarks/RESULTS.md`` and plots.
 The device follows RecBole's ``use_gpu`` (a CUDA GPU is used when present).
@@ -15,6 +19,7 @@ The device follows RecBole's ``use_gpu`` (a CUDA GPU is used when present).
 
 import argparse
 import glob
+import hashlib
 import json
 import os
 import platform
@@ -63,37 +68,96 @@ def machine_name():
     return platform.processor() or platform.machine()
 
 
+# The benchmark's own outputs: rewriting them does not make the code dirty.
+OUTPUT_PATHSPECS = [":(exclude)benchmarks/results", ":(exclude)benchmarks/RESULTS.md", ":(exclude)benchmarks/*.png"]
+VERSIONED_PACKAGES = ("torch", "numpy", "recbole", "sentence-transformers")
+
+
+def git(*args, binary=False):
+    return subprocess.check_output(["git", *args], cwd=ROOT, text=not binary, stderr=subprocess.DEVNULL)
+
+
 def git_commit():
+    """Short hash of HEAD (see :func:`code_state` for whether the tree matched it)."""
     try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True).strip()
+        return git("rev-parse", "--short", "HEAD").strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def code_state():
+    """``git_describe`` as ``git describe --always --dirty`` gives it, where dirty means any
+    change to tracked files or any untracked, non-ignored file outside the benchmark's own
+    outputs; ``git_diff_sha256``: a hash of that change, so two dirty runs can be compared."""
+    try:
+        describe = git("describe", "--always").strip()
+        diff = git("diff", "HEAD", "--binary", "--", ".", *OUTPUT_PATHSPECS, binary=True)
+        untracked = git("ls-files", "--others", "--exclude-standard", "-z", "--", ".", *OUTPUT_PATHSPECS).split("\0")
+    except (OSError, subprocess.CalledProcessError):
+        return {"git_commit": "unknown", "git_describe": "unknown", "git_dirty": None}
+    digest = hashlib.sha256(diff)
+    for path in sorted(filter(None, untracked)):
+        digest.update(path.encode())
+        with open(os.path.join(ROOT, path), "rb") as f:
+            digest.update(f.read())
+    dirty = bool(diff) or any(untracked)
+    state = {"git_commit": git_commit(), "git_describe": describe + ("-dirty" if dirty else ""), "git_dirty": dirty}
+    if dirty:
+        state["git_diff_sha256"] = digest.hexdigest()[:16]
+    return state
+
+
+def package_versions():
+    """Installed versions of the packages a result depends on."""
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def provenance():
+    """What a record needs to be reproduced: code state, package versions, machine."""
+    return {**code_state(), "versions": package_versions(), "machine": machine_name()}
+
+
+def settings_hash(settings):
+    """Short hash of a run's settings (every property passed, the model, the thread count)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def slug(text):
     return "".join(c if c.isalnum() else "-" for c in text).strip("-").lower()
 
 
-def run_json_command(command, raw, threads=None, env_extra=None):
-    """Run a command that writes its results as JSON to ``raw``; returns a record of the run
-    (command, commit at start, threads, wall time, return code) merged with those results."""
+def run_json_command(command, raw, threads=None, env_extra=None, keep_raw=False):
+    """Run a command that writes its results as JSON to ``raw``, through ``benchmarks.child``
+    (which adds the torch threads, device and versions it ran with); returns a record of the
+    run (command, provenance at start, wall time, return code) merged with those results."""
     env = dict(os.environ, **(env_extra or {}))
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    commit = git_commit()  # the code the run starts with
+    state = provenance()  # the code the run starts with
     start = time.time()
-    completed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    completed = subprocess.run([sys.executable, "-m", "benchmarks.child", raw, *command[1:]], cwd=ROOT, env=env,
+                               capture_output=True, text=True)
     record = {
-        "command": " ".join(command[1:]).replace(raw, "RESULTS.json"), "git_commit": commit,
-        "threads": threads or os.cpu_count(), "wall_seconds": time.time() - start,
-        "returncode": completed.returncode,
+        "command": " ".join(command[1:]).replace(raw, "RESULTS.json"), **state,
+        "threads": threads, "wall_seconds": time.time() - start, "returncode": completed.returncode,
     }
+    if code_state().get("git_describe") != state["git_describe"]:
+        record["code_changed_during_run"] = True
     if completed.returncode == 0 and os.path.isfile(raw):
         with open(raw) as f:
             record.update(json.load(f))
-        os.unlink(raw)
+        if not keep_raw:
+            os.unlink(raw)
     else:
-        record["error"] = completed.stderr[-3000:]
+        record["error"] = completed.stderr[-3000:] or f"no results file ({completed.returncode})"
         print(f"[benchmarks]   FAILED ({completed.returncode}): {completed.stderr[-500:]}", flush=True)
     return record
 
@@ -101,18 +165,20 @@ def run_json_command(command, raw, threads=None, env_extra=None):
 def run_one(suite, dataset, label, model, overrides, mode, seed, epochs, extra, threads=None):
     """One training run in its own process; returns the path of its results JSON."""
     os.makedirs(RESULTS_DIR, exist_ok=True)
-    name = f"{suite}-{slug(dataset)}-{slug(label)}-{mode}-s{seed}-e{epochs}"  # budgets never overwrite each other
+    props = {**overrides, **MODES[mode], "seed": seed, "epochs": epochs, "show_progress": False, **extra}
+    settings = {"model": model, "dataset": dataset, "threads": threads,
+                **{k: v for k, v in props.items() if k != "seed"}}
+    # budgets, seeds and settings never overwrite each other
+    name = f"{suite}-{slug(dataset)}-{slug(label)}-{mode}-s{seed}-e{epochs}-{settings_hash(settings)}"
     out = os.path.join(RESULTS_DIR, name + ".json")
     raw = os.path.join(RESULTS_DIR, name + ".raw.tmp")
-    props = {**overrides, **MODES[mode], "seed": seed, "epochs": epochs, "show_progress": False, **extra}
     command = [sys.executable, "run_recbole_usr.py", f"--model={model}", f"--dataset={dataset}",
                f"--results_file={raw}"] + [f"--{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in props.items()]
     print(f"[benchmarks] {label} on {dataset} ({mode}, seed {seed}) ...", flush=True)
     record = {
         "suite": suite, "label": label, "model": model, "dataset": dataset, "mode": mode, "seed": seed,
-        "overrides": overrides, "machine": machine_name(),
-        **run_json_command(command, raw, threads,
-                           env_extra={"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "4294967296"}),
+        "overrides": overrides, "extra": extra, "settings_hash": settings_hash(settings),
+        **run_json_command(command, raw, threads),  # the CLI tunes malloc itself, as for any user
     }
     with open(out, "w") as f:
         json.dump(record, f, indent=2, default=float)
@@ -204,7 +270,7 @@ def main(argv=None):
         return
     for dataset in args.datasets:
         if "tokenizer" in args.suites:
-            tokenizer_suite(dataset, quick=args.quick)
+            tokenizer_suite(dataset, quick=args.quick, threads=args.threads)
         for seed in args.seeds:
             for suite, label, model, overrides, mode in plan(args):
                 epochs = 1 if suite == "cost" and not args.quick else args.epochs
@@ -228,7 +294,7 @@ def existing_main_results(dataset, labels=None):
     return paths
 
 
-def tokenizer_suite(dataset, quick=False):
+def tokenizer_suite(dataset, quick=False, threads=None):
     """Paper Table 1 via ``python -m recbole_usr.tokenize`` (its JSON lands in results/)."""
     os.makedirs(RESULTS_DIR, exist_ok=True)
     relative_out = os.path.join("saved", "tokenizer", dataset)
@@ -237,19 +303,23 @@ def tokenizer_suite(dataset, quick=False):
     if quick:
         command.append("--tokenizer_epochs=20")
     print(f"[benchmarks] tokenizer table on {dataset} ...", flush=True)
-    start = time.time()
-    completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    record = {"suite": "tokenizer", "dataset": dataset, "command": "python " + " ".join(command[1:]),
-              "git_commit": git_commit(), "machine": machine_name(), "wall_seconds": time.time() - start,
-              "returncode": completed.returncode}
     stats_file = os.path.join(out_dir, "stats.json")
-    if completed.returncode == 0 and os.path.isfile(stats_file):
-        with open(stats_file) as f:
-            record["schemes"] = json.load(f)
-    else:
-        record["error"] = completed.stderr[-3000:]
+    if os.path.isfile(stats_file):
+        os.unlink(stats_file)  # a failed run must not pick up an old one
+    record = {"suite": "tokenizer", "dataset": dataset,
+              **run_json_command(command, stats_file, threads, keep_raw=True)}
+    record["command"] = "python " + record["command"]
+    runtime = {key: record.pop(key) for key in ("torch_threads", "device", "versions") if key in record}
+    schemes = {key: record.pop(key) for key in list(record) if key not in RECORD_KEYS}
+    record.update(runtime, schemes=schemes)
     with open(os.path.join(RESULTS_DIR, f"tokenizer-{slug(dataset)}.json"), "w") as f:
         json.dump(record, f, indent=2, default=float)
+
+
+# Keys of run_json_command's record (the rest of a tokenizer record is its statistics).
+RECORD_KEYS = {"suite", "dataset", "command", "git_commit", "git_describe", "git_dirty", "git_diff_sha256",
+               "versions", "machine", "threads", "wall_seconds", "returncode", "code_changed_during_run", "error",
+               "torch_threads", "device"}
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ import recbole_usr  # noqa: E402,F401  (compat shim first)
 import torch  # noqa: E402
 from recbole.utils import init_seed  # noqa: E402
 
-from benchmarks.run import git_commit, machine_name  # noqa: E402
+from benchmarks.child import runtime  # noqa: E402
+from benchmarks.run import provenance  # noqa: E402
 from recbole_usr.evaluate import evaluate_valid_and_test  # noqa: E402
 from recbole_usr.quick_start import load_data_and_model  # noqa: E402
 from recbole_usr.utils import write_results  # noqa: E402
@@ -51,13 +52,14 @@ def main(argv=None):
         paths = {"row_by_row": False, **paths}
     record = {
         "command": "python " + " ".join([os.path.relpath(__file__, CHECKOUT)] + (argv or sys.argv[1:])),
-        "git_commit": git_commit(), "machine": machine_name(), "threads": torch.get_num_threads(),
+        **provenance(), "threads": torch.get_num_threads(),
         "model": config["model"], "dataset": config["dataset"], "model_file": args.model_file,
         "eval_mode": args.eval_mode, "valid_users": len(valid_data.uid_list), "test_users": len(test_data.uid_list),
     }
     for name, from_full_sort in paths.items():
         record[name] = timed_evaluation(config, model, valid_data, test_data, from_full_sort)
         print(f"{name}: {record[name]}", flush=True)
+    record.update(runtime())
     out = args.out or os.path.join(CHECKOUT, "benchmarks", "results",
                                    f"sampled_eval_{config['model']}_{config['dataset']}.json")
     write_results(out, record)

@@ -28,6 +28,7 @@ from recbole.utils import get_local_time, init_logger, init_seed, set_color
 from recbole.utils import argument_list
 
 import recbole_usr  # noqa: F401  (compat + registration)
+from recbole_usr.compat import load_checkpoint
 from recbole_usr.config_checks import check_property_values, check_unused_properties
 from recbole_usr.data.atomic_file_checks import check_atomic_files
 from recbole_usr.data.cold_start import create_dataset  # RecBole's, plus the cold-item split
@@ -330,7 +331,7 @@ def load_data_and_model(model_file, eval_mode=None):
     """
     if not os.path.isfile(model_file):
         raise FileNotFoundError(f"No checkpoint at '{model_file}'.")
-    checkpoint = torch.load(model_file, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(model_file)  # a file the caller named: full unpickling, here only
     config = checkpoint["config"]
     if eval_mode:
         set_eval_mode(config, eval_mode)
