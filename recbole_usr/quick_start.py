@@ -36,6 +36,7 @@ from recbole_usr.data.dataset_lookup import find_dataset_root
 from recbole_usr.evaluation.sampled_from_full_sort import sampled_predict_from_full_sort
 from recbole_usr.evaluation.seen_items import PROTOCOL_NAMES, seen_items_removed
 from recbole_usr.quantization import degenerate_code_warnings
+from recbole_usr.trainer import named_losses
 from recbole_usr.utils import get_model, get_trainer
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties")
@@ -192,9 +193,12 @@ def semantic_id_warnings(config, model):
 
 
 def record_epochs(trainer):
-    """Record each training epoch's wall time and each validation's score and finishing time
-    (seconds since the first epoch started) into the returned dict of lists."""
-    log = {"train_epoch_seconds": [], "valid_scores": [], "valid_done_seconds": []}
+    """Record, per training epoch, its wall time, its losses by name (``train_losses``) and,
+    for a trainer keeping ``codebook_history``, each level's codebook activation; per
+    validation, its score, full result, epoch and finishing time (seconds since the first
+    epoch started). Returns the dict of lists it fills."""
+    log = {"train_epoch_seconds": [], "train_losses": {}, "codebook_activation": [],
+           "valid_scores": [], "valid_results": [], "valid_epochs": [], "valid_done_seconds": []}
     train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
     started = []
 
@@ -203,11 +207,18 @@ def record_epochs(trainer):
         started.append(start)
         result = train_epoch(*args, **kwargs)
         log["train_epoch_seconds"].append(time.time() - start)
+        for name, value in named_losses(trainer.model, result).items():
+            log["train_losses"].setdefault(name, []).append(value)
+        history = getattr(trainer, "codebook_history", None)
+        if history and len(history) > len(log["codebook_activation"]):
+            log["codebook_activation"].append(list(history[-1]["activation"]))
         return result
 
     def scored_valid_epoch(*args, **kwargs):
         score, result = valid_epoch(*args, **kwargs)
         log["valid_scores"].append(float(score))
+        log["valid_results"].append({key: float(value) for key, value in dict(result).items()})
+        log["valid_epochs"].append(len(log["train_epoch_seconds"]) - 1)
         log["valid_done_seconds"].append(time.time() - started[0] if started else 0.0)
         return score, result
 
@@ -275,8 +286,12 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True):
         "train_seconds": train_seconds,
         **best_epoch_summary(epoch_log, config["valid_metric_bigger"]),
         "valid_scores": epoch_log["valid_scores"],
+        "valid_results": epoch_log["valid_results"],
+        "valid_epochs": epoch_log["valid_epochs"],
         "test_seconds": test_seconds,
         "train_epoch_seconds": epoch_log["train_epoch_seconds"],
+        "train_losses": epoch_log["train_losses"],
+        "codebook_activation": epoch_log["codebook_activation"],
         "parameter_counts": item_parameter_counts(model),
         "peak_memory_mib": peak_memory_mib(),
         "peak_gpu_memory_mib": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,

@@ -278,6 +278,9 @@ def run_command(argv=None):
 
 def main(argv=None):
     """The ``recbole_usr_recommend`` console script: exit status 0 on success."""
+    from recbole_usr.malloc import keep_freed_memory
+
+    keep_freed_memory()
     run_command(argv)
     return 0
 

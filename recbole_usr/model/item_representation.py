@@ -103,6 +103,8 @@ class UnifiedItemEmbedding(nn.Module):
             if self.train_mode == "two_stage":
                 self.tokenizer.requires_grad_(False)
         self.cached_codes = None
+        # the auxiliary losses forward() returns in training, in order
+        self.loss_names = ("rq_loss", "recon_loss") if self.tokenizer is not None and self.train_mode == "end_to_end" else ()
 
     def pretrain_tokenizer(self, config, item_text):
         """k-means initialisation, then ``rq_pretrain_epochs`` of reconstruction + quantisation."""

@@ -39,7 +39,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole.model.abstract_recommender import SequentialRecommender
-from recbole.trainer import Trainer
 from recbole.utils import set_color
 
 from recbole_usr.model.distinct_histories import distinct_histories
@@ -47,12 +46,14 @@ from recbole_usr.model.generative.beam_decoder import BeamDecoder
 from recbole_usr.model.generative.beam_search import constrained_beam_search
 from recbole_usr.model.generative.prefix_trie import PrefixTrie
 from recbole_usr.model.generative.semantic_ids import build_semantic_ids
+from recbole_usr.trainer import NamedLossTrainer
 
 
 class TIGER(SequentialRecommender):
     r"""Encoder-decoder transformer generating the next item's semantic ID under a prefix trie."""
 
     predict_groups_histories = True  # predict() encodes each distinct history once itself
+    loss_names = ("rec_loss",)  # the log's name for calculate_loss's mean token cross-entropy
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -293,8 +294,8 @@ class TIGER(SequentialRecommender):
         return scores
 
 
-class TIGERTrainer(Trainer):
-    """RecBole's Trainer, logging evaluation time per 1,000 users (the cost of beam search)."""
+class TIGERTrainer(NamedLossTrainer):
+    """RecBole's Trainer (losses logged by name), logging evaluation time per 1,000 users (the cost of beam search)."""
 
     def __init__(self, config, model):
         super().__init__(config, model)

@@ -62,6 +62,8 @@ class UnifiedSASRec(SequentialRecommender):
             raise ValueError(f"train_neg_sampling must be uniform or popularity, got '{self.train_neg_sampling}'.")
 
         self.item_repr = build_item_representation(config, dataset)
+        # calculate_loss returns (rec_loss, *the representation's losses): their names for the log
+        self.loss_names = ("rec_loss", *getattr(self.item_repr, "loss_names", ()))
         self.hidden_size = self.item_repr.dim
         if self.hidden_size % self.n_heads:
             raise ValueError(
