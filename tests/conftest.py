@@ -106,6 +106,11 @@ def isolated_cwd(tmp_path, monkeypatch):
 
 @pytest.fixture
 def tiny_dataset(tmp_path):
+    return make_tiny_dataset(tmp_path)
+
+
+def make_tiny_dataset(tmp_path):
+    """The tiny dataset and its property file under ``tmp_path`` (for fixtures of any scope)."""
     data_path = tmp_path / "data"
     write_tiny_dataset(data_path)
     cache_dir = tmp_path / "text_cache"
