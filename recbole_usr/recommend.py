@@ -146,15 +146,11 @@ def item_titles(config, dataset):
             if token in known}
 
 
-def prepare_model_for_topk(model, topk, filter_seen):
-    """TIGER generates ``beam_size`` items only: widen the beam to the number asked for
-    (plus room for the history's items when they are filtered out)."""
+def prepare_model_for_topk(model, needed):
+    """TIGER generates ``beam_size`` items only: widen its beam to the ``needed`` candidates."""
     beam_size = getattr(model, "beam_size", None)
-    if beam_size is None:
-        return
-    needed = topk + (model.max_seq_length if filter_seen else 0)
-    if beam_size < needed:
-        getLogger().info(f"beam_size {beam_size} -> {needed} for top-{topk} recommendations")
+    if beam_size is not None and beam_size < needed:
+        getLogger().info(f"beam_size {beam_size} -> {needed} for these recommendations")
         model.beam_size = needed
 
 
@@ -173,10 +169,11 @@ def recommend(model, dataset, topk, user_tokens=None, filter_seen_items=False, b
     if topk > dataset.item_num - 1:
         raise ValueError(f"--topk={topk} exceeds the catalogue of {dataset.item_num - 1} items.")
     model.eval()
-    prepare_model_for_topk(model, topk, filter_seen_items)
     users, item_seq, item_seq_len = latest_histories(dataset)
     rows = select_users(dataset, users, user_tokens)
     mask = SeenItemMask(dataset, model.device) if filter_seen_items else None  # every known interaction
+    most_known = int(torch.diff(mask.indptr).max()) if mask is not None else 0
+    prepare_model_for_topk(model, min(topk + most_known, dataset.item_num - 1))
     user_tokens_of = dataset.field2id_token[dataset.uid_field]
     item_tokens_of = dataset.field2id_token[dataset.iid_field]
     results = []

@@ -156,3 +156,15 @@ def test_parquet_without_pyarrow_is_a_clear_error_before_loading(monkeypatch, tm
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow -> ImportError
     with pytest.raises(ImportError, match=r"pyarrow.*--export_items=.*items\.csv"):
         run_command([f"--model_file={tmp_path / 'missing.pth'}", f"--export_items={tmp_path / 'items.parquet'}"])
+
+
+def test_tiger_beam_widens_so_filtered_users_still_get_k_items(shared_encoder, checkpoints, tmp_path):
+    # beam_size 10 would hold up to 6 of a user's 6 known items; 6 of the 12 items are unseen
+    output = tmp_path / "recs.csv"
+    run_command([f"--model_file={checkpoints('TIGER')}", "--topk=6", "--filter_seen_items=True", f"--output={output}"])
+    unseen = {}
+    for row in read_rows(output):
+        unseen.setdefault(row["user_id"], []).append(row["item_id"])
+    assert len(unseen) == 30
+    for user, items in unseen.items():
+        assert sorted(items) == sorted(set(user_items(user)) ^ {item_token(i) for i in range(12)})
