@@ -80,8 +80,8 @@ def latest_histories(dataset):
 
     RecBole keeps a sequential dataset as one row per prefix (``item_id_list`` -> target);
     a user's latest row (latest target time, then longest list) plus its target is the
-    whole known sequence, cut to the last ``MAX_ITEM_LIST_LENGTH`` items. Users with a
-    single interaction have no row (RecBole makes none for them).
+    whole known sequence, cut to the last ``MAX_ITEM_LIST_LENGTH`` items. Users with fewer
+    than two interactions have no row (RecBole makes none for them).
     """
     feat = dataset.inter_feat
     list_field = dataset.iid_field + dataset.config["LIST_SUFFIX"]
@@ -117,6 +117,9 @@ def history_interaction(model, users, item_seq, item_seq_len):
 def select_users(dataset, users, user_tokens):
     """Row indices of ``users`` for the requested raw tokens (all rows when none requested)."""
     if user_tokens is None:
+        missing = dataset.user_num - 1 - len(users)
+        if missing:
+            getLogger().info(f"{missing} users have fewer than two interactions: no sequence, no recommendations.")
         return np.arange(len(users))
     token2id = dataset.field2token_id[dataset.uid_field]
     unknown = [token for token in user_tokens if token not in token2id]
@@ -126,8 +129,8 @@ def select_users(dataset, users, user_tokens):
     no_history = [token for token in user_tokens if token2id[token] not in row_of]
     if no_history:
         raise ValueError(
-            f"User id(s) {', '.join(no_history)} have a single interaction in dataset '{dataset.dataset_name}': "
-            "RecBole holds no sequence for them, so there is no history to recommend from."
+            f"User id(s) {', '.join(no_history)} have fewer than two interactions in dataset "
+            f"'{dataset.dataset_name}': RecBole holds no sequence for them, so there is no history to recommend from."
         )
     return np.array([row_of[token2id[token]] for token in user_tokens], dtype=np.int64)
 
