@@ -10,7 +10,8 @@ def named_losses(model, losses):
     values = tuple(losses) if isinstance(losses, tuple) else (losses,)
     names = tuple(getattr(model, "loss_names", ()) or ())
     if len(names) != len(values):
-        names = ("train_loss",) if not isinstance(losses, tuple) else tuple(f"train_loss{i + 1}" for i in range(len(values)))
+        numbered = tuple(f"train_loss{i + 1}" for i in range(len(values)))
+        names = numbered if isinstance(losses, tuple) else ("train_loss",)
     return dict(zip(names, (float(value) for value in values)))
 
 
@@ -25,9 +26,8 @@ class NamedLossTrainer(Trainer):
         places = self.config["loss_decimal_place"] or 4
         output = (set_color("epoch %d training", "green") + " [" + set_color("time", "blue") + ": %.2fs, ") % (
             epoch_idx, e_time - s_time)
-        return output + ", ".join(
-            set_color(name, "blue") + f": {value:.{places}f}" for name, value in named_losses(self.model, losses).items()
-        ) + "]"
+        named = named_losses(self.model, losses).items()
+        return output + ", ".join(set_color(name, "blue") + f": {value:.{places}f}" for name, value in named) + "]"
 
     def _add_train_loss_to_tensorboard(self, epoch_idx, losses, tag="Loss/Train"):
         if not getattr(self.model, "loss_names", None):

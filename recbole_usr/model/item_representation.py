@@ -104,7 +104,8 @@ class UnifiedItemEmbedding(nn.Module):
                 self.tokenizer.requires_grad_(False)
         self.cached_codes = None
         # the auxiliary losses forward() returns in training, in order
-        self.loss_names = ("rq_loss", "recon_loss") if self.tokenizer is not None and self.train_mode == "end_to_end" else ()
+        end_to_end = self.tokenizer is not None and self.train_mode == "end_to_end"
+        self.loss_names = ("rq_loss", "recon_loss") if end_to_end else ()
 
     def pretrain_tokenizer(self, config, item_text):
         """k-means initialisation, then ``rq_pretrain_epochs`` of reconstruction + quantisation."""
