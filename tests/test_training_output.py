@@ -53,12 +53,14 @@ def cli_runs(tmp_path_factory, sentence_encoder):
                 warnings.simplefilter("always")
                 patch.chdir(results_file.parent)
                 patch.setattr(text_embedding, "load_sentence_encoder", lambda name, device="cpu": sentence_encoder)
-                patch.setattr(root_logger, "level", logging.INFO)
+                level = root_logger.level
+                root_logger.setLevel(logging.INFO)  # setLevel, not the attribute: loggers cache isEnabledFor
                 root_logger.addHandler(records)
                 try:
                     result = run_command(argv)
                 finally:
                     root_logger.removeHandler(records)
+                    root_logger.setLevel(level)
             log = "\n".join(ANSI_COLOR.sub("", record.getMessage()) for record in records.records)
             done[model] = (result, results_file, log, list(caught))
         return done[model]
