@@ -36,6 +36,7 @@ from recbole_usr.data.dataset_lookup import find_dataset_root
 from recbole_usr.evaluation.sampled_from_full_sort import sampled_predict_from_full_sort
 from recbole_usr.evaluation.seen_items import PROTOCOL_NAMES, seen_items_removed
 from recbole_usr.quantization import degenerate_code_warnings
+from recbole_usr.semantic_id_artifact import attach_checkpoint_semantic_ids, prepare_semantic_ids
 from recbole_usr.utils import get_model, get_trainer
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties")
@@ -237,8 +238,11 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True):
     logger.info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
 
+    model_class = get_model(config["model"])
+    if getattr(model_class, "uses_semantic_ids", None) and model_class.uses_semantic_ids(config):
+        prepare_semantic_ids(config, train_data._dataset)  # fitted once, outside the model (or from the cache)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model = model_class(config, train_data._dataset).to(config["device"])
     logger.info(model)
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
@@ -283,6 +287,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True):
         "device": str(config["device"]),
         "torch_threads": torch.get_num_threads(),
         "warnings": semantic_id_warnings(config, model),
+        "code_churn": list(getattr(trainer, "code_churn", [])),
     }
 
 
@@ -339,6 +344,9 @@ def load_data_and_model(model_file, eval_mode=None):
     init_logger(config)
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
+    stored = (checkpoint.get("other_parameter") or {}).get("semantic_ids")
+    if stored is not None:  # the codes and tokenizer the model was trained with: no refit
+        attach_checkpoint_semantic_ids(config, train_data._dataset, stored)
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     model.load_state_dict(checkpoint["state_dict"])

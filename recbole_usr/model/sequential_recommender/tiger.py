@@ -54,6 +54,11 @@ class TIGER(SequentialRecommender):
 
     predict_groups_histories = True  # predict() encodes each distinct history once itself
 
+    @staticmethod
+    def uses_semantic_ids(config):
+        """Callers prepare the semantic-ID artifact before building the model."""
+        return True
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
 
@@ -81,6 +86,8 @@ class TIGER(SequentialRecommender):
 
         # Stage one: frozen semantic IDs, one unique path of D tokens per item.
         semantic_ids = build_semantic_ids(config, dataset)
+        self.other_parameter_name = ["semantic_ids"]  # a reload attaches it instead of refitting
+        self.semantic_ids = semantic_ids.artifact.to_dict()
         self.depth = semantic_ids.codes.shape[1]
         self.codebook_size = semantic_ids.vocab_sizes[0]
         self.register_buffer("item_codes", semantic_ids.codes)  # saved: a checkpoint carries its IDs
