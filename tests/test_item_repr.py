@@ -230,3 +230,27 @@ def test_unknown_item_repr_lists_the_new_ones(tiny_dataset):
     # caught by the property checks, before the dataset is built (recbole_usr/config_checks.py)
     with pytest.raises(ValueError, match="'item_repr' must be one of .*'ngram', 'spm', 'hash'.*got 'bogus'"):
         build(tiny_dataset, item_repr="bogus")
+
+
+def test_use_semantic_false_is_the_deprecated_spelling_of_item_repr_id(tiny_dataset, caplog):
+    from recbole_usr.model.item_representations.id_table import IDItemEmbedding
+
+    config, train_data = build(tiny_dataset, item_repr="unified", use_semantic=False, id_dim=8)
+    old = build_item_representation(config, train_data._dataset)
+    assert any("use_semantic: False is deprecated; write item_repr: id with hidden_size: 8" in r.getMessage()
+               for r in caplog.records)
+    config, train_data = build(tiny_dataset, item_repr="id", hidden_size=8)
+    caplog.clear()
+    new = build_item_representation(config, train_data._dataset)
+    assert type(old) is type(new) is IDItemEmbedding and old.dim == new.dim == 8
+    assert old.describe() == new.describe() and not caplog.records
+
+
+def test_config_value_keeps_zero_and_false():
+    from recbole_usr.config_values import config_value
+
+    config = {"id_dim": 0, "rq_kmeans_init": False, "rq_pretrain_epochs": None}
+    assert config_value(config, "id_dim", 8) == 0
+    assert config_value(config, "rq_kmeans_init", True) is False
+    assert config_value(config, "rq_pretrain_epochs", 20) == 20  # ~ means the default
+    assert config_value(config, "missing", 3) == 3
