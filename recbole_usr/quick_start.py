@@ -225,6 +225,19 @@ def best_epoch_summary(log, bigger_is_better=True):
     return {"best_valid_index": best, "seconds_to_best_valid": log["valid_done_seconds"][best]}
 
 
+def build_model(config, train_dataset, stored_semantic_ids=None):
+    """The model on ``config['device']``; a model that reads semantic IDs gets the artifact
+    first, outside its constructor: the checkpoint's (``stored_semantic_ids``: no refit, the
+    item text checked) or the cached / newly fitted one (recbole_usr/semantic_id_artifact.py)."""
+    model_class = get_model(config["model"])
+    if stored_semantic_ids is not None:
+        attach_checkpoint_semantic_ids(config, train_dataset, stored_semantic_ids)
+    elif getattr(model_class, "uses_semantic_ids", None) and model_class.uses_semantic_ids(config):
+        # drawn on a private RNG: the model's initialisation below is the same with or without a cache hit
+        prepare_semantic_ids(config, train_dataset)
+    return model_class(config, train_dataset).to(config["device"])
+
+
 def run(model, dataset, config_file_list=None, config_dict=None, saved=True):
     """Train and test one model on one dataset; returns metrics, timings and the checkpoint."""
     config = build_config(model, dataset, config_file_list, config_dict)
@@ -238,11 +251,8 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True):
     logger.info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
 
-    model_class = get_model(config["model"])
-    if getattr(model_class, "uses_semantic_ids", None) and model_class.uses_semantic_ids(config):
-        prepare_semantic_ids(config, train_data._dataset)  # fitted once, outside the model (or from the cache)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = model_class(config, train_data._dataset).to(config["device"])
+    model = build_model(config, train_data._dataset)
     logger.info(model)
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
@@ -344,11 +354,8 @@ def load_data_and_model(model_file, eval_mode=None):
     init_logger(config)
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
-    stored = (checkpoint.get("other_parameter") or {}).get("semantic_ids")
-    if stored is not None:  # the codes and tokenizer the model was trained with: no refit
-        attach_checkpoint_semantic_ids(config, train_data._dataset, stored)
     init_seed(config["seed"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model = build_model(config, train_data._dataset, (checkpoint.get("other_parameter") or {}).get("semantic_ids"))
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))
     return config, model, dataset, train_data, valid_data, test_data

@@ -11,6 +11,8 @@ Writes to ``tokenizer_output_dir`` (default ``saved/tokenizer/<dataset>/``):
 ``dedup``), ``rq_tokenizer.pth`` (that scheme's weights), ``stats.json`` (every scheme) and
 ``codeword_usage.png`` (sorted codeword usage per level, a line per scheme).
 Properties: ``properties/tokenizer.yaml`` plus the model's ``rq_*`` / ``semantic_dim``.
+Each scheme is fitted and cached exactly as the models' semantic IDs are
+(:mod:`recbole_usr.semantic_id_artifact`), with the ``tokenizer_*`` training settings.
 """
 
 import json
