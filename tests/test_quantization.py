@@ -304,6 +304,18 @@ def test_fit_is_deterministic_under_seed_and_lowers_loss():
     assert "restarted" not in history[-1]
 
 
+def test_no_per_step_restart_in_the_last_epoch(monkeypatch):
+    x = clustered(n_clusters=4, per_cluster=25)
+    torch.manual_seed(0)
+    tok = small_tokenizer(codebook_size=16, dead_code_steps=1)
+    calls = []
+    real = CodebookLevel._restart_dead_codes
+    monkeypatch.setattr(CodebookLevel, "_restart_dead_codes", lambda level, r: calls.append(1) or real(level, r))
+    fit_tokenizer(tok, x, epochs=2, batch_size=25, lr=3e-3, show_progress=False, restart_unused=False)
+    assert len(calls) == 4 * len(tok.levels)  # every step of the first epoch (4 batches), none of the last
+    assert all(level.dead_code_steps == 1 for level in tok.levels)  # the setting is restored
+
+
 def test_codes_after_a_fit_are_not_inflated_by_a_final_restart():
     # 8 clusters, 16 codewords: a restart right before reading the codes would give every
     # re-seeded codeword the item it was copied from, so all 16 would look active.

@@ -333,9 +333,10 @@ def fit_tokenizer(tokenizer, x, epochs, batch_size, lr, show_progress=True, gene
 
     Runs k-means initialisation first when ``kmeans_init`` and the codebooks are not yet
     initialised. With ``restart_unused``, codewords no item selects after an epoch are
-    re-seeded (:meth:`RQTokenizer.restart_unused_codes`) *between* epochs only: a restart
-    after the last epoch would hand each re-seeded codeword to the item it was copied from,
-    and the codes taken right after would count it as active. ``generator`` drives
+    re-seeded (:meth:`RQTokenizer.restart_unused_codes`) *between* epochs only, and the
+    per-step dead-code restart (``dead_code_steps``) is off during the last epoch: a restart
+    at the end would hand each re-seeded codeword to the item it was copied from, and the
+    codes taken right after would count it as active. ``generator`` drives
     shuffling, k-means and restarts (pass a private one for codes that do not depend on the
     caller's RNG). Returns one dict of mean losses per epoch.
     """
@@ -348,7 +349,11 @@ def fit_tokenizer(tokenizer, x, epochs, batch_size, lr, show_progress=True, gene
     tokenizer.train()
     history = []
     bar = tqdm(range(epochs), desc=desc, disable=not show_progress, dynamic_ncols=True)
+    step_restarts = [level.dead_code_steps for level in tokenizer.levels]
     for epoch_index in bar:
+        if epoch_index == epochs - 1:  # no per-step dead-code restart either in the last epoch
+            for level in tokenizer.levels:
+                level.dead_code_steps = 0
         sums = {"loss": 0.0, "recon": 0.0, "codebook": 0.0, "commitment": 0.0}
         perm = torch.randperm(x.shape[0], generator=generator)
         n_batches = 0
@@ -367,5 +372,7 @@ def fit_tokenizer(tokenizer, x, epochs, batch_size, lr, show_progress=True, gene
             epoch["restarted"] = tokenizer.restart_unused_codes(x, generator=generator)
         history.append(epoch)
         bar.set_postfix(loss=f"{epoch['loss']:.4f}", recon=f"{epoch['recon']:.4f}")
+    for level, steps in zip(tokenizer.levels, step_restarts):
+        level.dead_code_steps = steps
     tokenizer.train(was_training)
     return history
