@@ -217,17 +217,41 @@ def semantic_ids_for(config, dataset):
     return artifact if artifact is not None else prepare_semantic_ids(config, dataset)
 
 
+def check_same_text(dataset_name, stored_digest, current_digest):
+    """Refuse a checkpoint whose semantic IDs were computed from other item text."""
+    if stored_digest != current_digest:
+        raise ValueError(
+            f"The item text of '{dataset_name}' no longer matches this checkpoint: its semantic IDs were "
+            f"computed from text embeddings {stored_digest[:12]}, the current .item file, text_fields "
+            f"and text_encoder give {current_digest[:12]}. Restore the item text the model was trained on, "
+            "or train again."
+        )
+
+
 def attach_checkpoint_semantic_ids(config, dataset, stored):
     """Attach a checkpoint's artifact to ``dataset`` (no fit), after checking that the item
     text still gives the embeddings the codes were computed from."""
     artifact = SemanticIDArtifact.from_dict(stored)
-    text = load_item_text_embeddings(config, dataset)
-    digest = tensor_digest(text)
-    if digest != artifact.text_digest:
-        raise ValueError(
-            f"The item text of '{config['dataset']}' no longer matches this checkpoint: its semantic IDs were "
-            f"computed from text embeddings {artifact.text_digest[:12]}, the current .item file, text_fields "
-            f"and text_encoder give {digest[:12]}. Restore the item text the model was trained on, or train again."
-        )
+    check_same_text(config["dataset"], artifact.text_digest, tensor_digest(load_item_text_embeddings(config, dataset)))
     setattr(dataset, DATASET_ATTRIBUTE, artifact)
     return artifact
+
+
+class CarriesSemanticIDs:
+    """Mixin for a RecBole model built from the artifact: RecBole's checkpoints keep it in
+    ``other_parameter`` (so a reload attaches it instead of refitting), and loading a
+    checkpoint into a model built from other item text fails, whichever loader is used."""
+
+    def keep_semantic_ids(self, config, dataset):
+        artifact = getattr(dataset, DATASET_ATTRIBUTE, None)
+        if artifact is not None:
+            self.other_parameter_name = ["semantic_ids"]
+            self.semantic_ids = artifact.to_dict()
+            self.semantic_ids_dataset = config["dataset"]
+
+    def load_other_parameter(self, para):
+        stored = (para or {}).get("semantic_ids")
+        built_with = getattr(self, "semantic_ids", None)
+        if stored is not None and built_with is not None:
+            check_same_text(self.semantic_ids_dataset, stored["text_digest"], built_with["text_digest"])
+        super().load_other_parameter(para)

@@ -79,6 +79,16 @@ def test_fit_neither_reads_nor_moves_the_global_rng():
     assert not torch.equal(fits[0].codes, other_seed.codes)  # the seed property does drive the fit
 
 
+def test_paper_faithful_fit_has_random_init_and_no_restarts():
+    text = synthetic_text()
+    plain = artifacts.fit_semantic_ids({**SETTINGS, "rq_kmeans_init": False, "rq_restart_unused": False}, text,
+                                       torch.arange(1, 201))
+    default = artifacts.fit_semantic_ids(SETTINGS, text, torch.arange(1, 201))
+    assert not any("restarted" in epoch for epoch in plain.history)
+    assert any("restarted" in epoch for epoch in default.history)
+    assert not bool(plain.tokenizer_state["initialized"]) and bool(default.tokenizer_state["initialized"])
+
+
 def test_disk_cache_is_reused_keyed_and_checked(tmp_path, monkeypatch, caplog):
     text, items = synthetic_text(), torch.arange(1, 201)
     first = artifacts.load_or_fit_semantic_ids(SETTINGS, text, items, str(tmp_path), "Syn")
@@ -145,6 +155,14 @@ def test_reload_with_changed_item_text_is_refused(shared_encoder, tiny_dataset, 
     item_file.write_text(item_file.read_text(encoding="utf-8").replace("Night Cream", "Day Cream"), encoding="utf-8")
     with pytest.raises(ValueError, match="item text of 'UsrTiny' no longer matches this checkpoint"):
         load_data_and_model(result["model_file"])
+    # RecBole's own loaders build the model first, then load the checkpoint into it: refused too
+    from recbole_usr.compat import load_checkpoint
+
+    checkpoint = load_checkpoint(result["model_file"])
+    config, _, train_data, _, _ = prepare_tiny(tiny_dataset, "UnifiedSASRec", {**SMALL, "epochs": 1})
+    model = UnifiedSASRec(config, train_data._dataset)  # built from the edited text
+    with pytest.raises(ValueError, match="no longer matches this checkpoint"):
+        model.load_other_parameter(checkpoint["other_parameter"])
 
 
 @pytest.fixture
@@ -224,3 +242,17 @@ def test_evaluation_uses_the_codes_of_the_last_training_epoch(shared_encoder, ti
     assert moved  # the tokenizer moved during training: re-encoding at evaluation would differ
     assert len(trainer.code_churn) == 3 and all(0.0 <= c <= 1.0 for c in trainer.code_churn)
     assert trainer.codebook_history[-1]["code_churn"] == trainer.code_churn[-1]
+
+
+def test_serving_and_training_sizes_count_what_each_holds(distinct_text, tiny_dataset):
+    config, _, train_data, _, _ = prepare_tiny(tiny_dataset, "UnifiedSASRec", SMALL)
+    model = UnifiedSASRec(config, train_data._dataset)
+    representation = model.item_repr
+    parameters = dict(representation.named_parameters())
+    id_table = parameters["id_embedding.weight"].numel()
+    codebooks = sum(p.numel() for name, p in parameters.items() if name.startswith("tokenizer.levels."))
+    mlp = sum(p.numel() for name, p in parameters.items() if name.startswith(("tokenizer.encoder.", "tokenizer.decoder.")))
+    n_items = train_data._dataset.item_num
+    counts = representation.describe()
+    assert counts["serving_size"] == id_table + codebooks + (n_items - 1) * 2  # 2 code indices per item
+    assert counts["training_size"] == counts["serving_size"] + mlp + n_items * 12  # + the 12-d text buffer

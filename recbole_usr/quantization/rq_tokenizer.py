@@ -41,6 +41,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from recbole_usr.config_values import config_value
 from recbole_usr.quantization.codebook_stats import codebook_statistics
 from recbole_usr.quantization.distances import get_distance, resolve_distances
 from recbole_usr.quantization.kmeans import kmeans, sample_rows
@@ -218,28 +219,20 @@ class RQTokenizer(nn.Module):
     @classmethod
     def from_config(cls, config, in_dim):
         """Build from RecBole-style config keys (``rq_*``, ``semantic_dim``); missing keys use defaults."""
-
-        def get(key, default):
-            try:
-                value = config[key]
-            except (KeyError, TypeError):
-                value = None
-            return default if value is None else value
-
-        n_levels = int(get("rq_levels", 3))
+        n_levels = int(config_value(config, "rq_levels", 3))
         return cls(
             in_dim=in_dim,
-            semantic_dim=int(get("semantic_dim", 64)),
-            hidden_sizes=[int(h) for h in get("rq_hidden_sizes", [512, 256])],
+            semantic_dim=int(config_value(config, "semantic_dim", 64)),
+            hidden_sizes=[int(h) for h in config_value(config, "rq_hidden_sizes", [512, 256])],
             n_levels=n_levels,
-            codebook_size=int(get("rq_codebook_size", 256)),
-            distances=get("rq_distances", "hybrid"),
-            beta=float(get("rq_beta", 0.25)),
-            use_ema=bool(get("rq_use_ema", False)),
-            ema_decay=float(get("rq_ema_decay", 0.99)),
-            dead_code_steps=int(get("rq_dead_code_steps", 0)),
-            dropout=float(get("rq_dropout", 0.0)),
-            cosine_codewords=str(get("rq_cosine_codewords", "raw")),
+            codebook_size=int(config_value(config, "rq_codebook_size", 256)),
+            distances=config_value(config, "rq_distances", "hybrid"),
+            beta=float(config_value(config, "rq_beta", 0.25)),
+            use_ema=bool(config_value(config, "rq_use_ema", False)),
+            ema_decay=float(config_value(config, "rq_ema_decay", 0.99)),
+            dead_code_steps=int(config_value(config, "rq_dead_code_steps", 0)),
+            dropout=float(config_value(config, "rq_dropout", 0.0)),
+            cosine_codewords=str(config_value(config, "rq_cosine_codewords", "raw")),
         )
 
     def quantize(self, latent):

@@ -28,11 +28,11 @@ from recbole_usr.data.whole_sequence import WholeSequenceDataset
 from recbole_usr.model.distinct_histories import distinct_histories
 from recbole_usr.model.item_representations import build_item_representation, log_parameter_counts
 from recbole_usr.model.item_representations import uses_semantic_ids as representation_uses_semantic_ids
-from recbole_usr.semantic_id_artifact import DATASET_ATTRIBUTE
+from recbole_usr.semantic_id_artifact import CarriesSemanticIDs
 from recbole_usr.trainer import SemanticIDTrainer
 
 
-class UnifiedSASRec(SequentialRecommender):
+class UnifiedSASRec(CarriesSemanticIDs, SequentialRecommender):
     r"""SASRec over unified semantic + ID item vectors (hidden size = id_dim + semantic_dim)."""
 
     predict_groups_histories = True  # predict() encodes each distinct history once itself
@@ -69,12 +69,8 @@ class UnifiedSASRec(SequentialRecommender):
             raise ValueError(f"train_neg_sampling must be uniform or popularity, got '{self.train_neg_sampling}'.")
 
         self.item_repr = build_item_representation(config, dataset)
-        # The semantic-ID artifact the representation started from goes into checkpoints, so
-        # a reload attaches it instead of refitting (recbole_usr/semantic_id_artifact.py).
-        artifact = getattr(dataset, DATASET_ATTRIBUTE, None)
-        if artifact is not None and hasattr(self.item_repr, "codes"):
-            self.other_parameter_name = ["semantic_ids"]
-            self.semantic_ids = artifact.to_dict()
+        if hasattr(self.item_repr, "codes"):  # the artifact it started from goes into checkpoints
+            self.keep_semantic_ids(config, dataset)
         self.hidden_size = self.item_repr.dim
         if self.hidden_size % self.n_heads:
             raise ValueError(
