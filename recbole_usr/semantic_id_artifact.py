@@ -59,8 +59,10 @@ class SemanticIDArtifact:
         return codebook_statistics(self.codes[1:], self.codebook_size)
 
     def tokenizer(self, in_dim):
-        """A frozen-by-default copy of the fitted tokenizer."""
-        tokenizer = RQTokenizer.from_config(self.settings, in_dim=in_dim)
+        """A copy of the fitted tokenizer. Built under a forked RNG (its random initialisation
+        is overwritten at once), so a model initialises the same from a cache hit or a fit."""
+        with torch.random.fork_rng(devices=[]):
+            tokenizer = RQTokenizer.from_config(self.settings, in_dim=in_dim)
         tokenizer.load_state_dict(self.tokenizer_state)
         return tokenizer
 

@@ -256,3 +256,17 @@ def test_serving_and_training_sizes_count_what_each_holds(distinct_text, tiny_da
     counts = representation.describe()
     assert counts["serving_size"] == id_table + codebooks + (n_items - 1) * 2  # 2 code indices per item
     assert counts["training_size"] == counts["serving_size"] + mlp + n_items * 12  # + the 12-d text buffer
+
+
+def test_a_model_initialises_the_same_from_a_cache_hit_or_a_fit(distinct_text, tiny_dataset):
+    from recbole.utils import init_seed
+
+    states = []
+    for _ in range(2):  # the first build fits (and caches), the second reads the cache
+        config, _, train_data, _, _ = prepare_tiny(tiny_dataset, "UnifiedSASRec", SMALL)
+        init_seed(config["seed"], config["reproducibility"])
+        states.append(UnifiedSASRec(config, train_data._dataset).state_dict())
+        if len(states) == 1:
+            assert list(tiny_dataset.cache_dir.glob("*.semantic-ids.*.pt"))
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][key], states[1][key]) for key in states[0])
