@@ -13,6 +13,8 @@ that epoch's evaluation: the checkpoint chosen after epoch e is scored with the 
 trained with in epoch e. They are a buffer, so the checkpoint carries them.
 """
 
+from logging import getLogger
+
 import torch
 from torch import nn
 
@@ -60,6 +62,19 @@ class UnifiedItemEmbedding(nn.Module):
             self.tokenizer.requires_grad_(False)
         self.register_buffer("codes", artifact.codes.clone())  # row 0 padding; the codes in use
         self.code_churn = None  # share of items whose codes changed at the last refresh
+        self.register_load_state_dict_post_hook(UnifiedItemEmbedding._codes_of_older_checkpoints)
+
+    @staticmethod
+    def _codes_of_older_checkpoints(module, incompatible_keys):
+        """Checkpoints written before the codes were saved: re-assign them from the loaded
+        tokenizer, as those versions did at evaluation, and say so."""
+        missing = [key for key in incompatible_keys.missing_keys if key == "codes" or key.endswith(".codes")]
+        if missing:
+            getLogger().warning("This checkpoint predates saved semantic IDs: its codes are re-assigned from its "
+                                "tokenizer, as that version did at evaluation time.")
+            module.codes[1:] = module.tokenizer.encode(module.text_embeddings[1:])
+            for key in missing:
+                incompatible_keys.missing_keys.remove(key)
 
     @classmethod
     def from_config(cls, config, dataset):
