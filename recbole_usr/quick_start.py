@@ -36,6 +36,7 @@ from recbole_usr.data.dataset_lookup import find_dataset_root
 from recbole_usr.evaluation.sampled_from_full_sort import sampled_predict_from_full_sort
 from recbole_usr.evaluation.seen_items import PROTOCOL_NAMES, seen_items_removed
 from recbole_usr.quantization import degenerate_code_warnings
+from recbole_usr.semantic_id_artifact import attach_checkpoint_semantic_ids, prepare_semantic_ids
 from recbole_usr.trainer import named_losses
 from recbole_usr.utils import get_model, get_trainer
 
@@ -235,6 +236,19 @@ def best_epoch_summary(log, bigger_is_better=True):
     return {"best_valid_index": best, "seconds_to_best_valid": log["valid_done_seconds"][best]}
 
 
+def build_model(config, train_dataset, stored_semantic_ids=None):
+    """The model on ``config['device']``; a model that reads semantic IDs gets the artifact
+    first, outside its constructor: the checkpoint's (``stored_semantic_ids``: no refit, the
+    item text checked) or the cached / newly fitted one (recbole_usr/semantic_id_artifact.py)."""
+    model_class = get_model(config["model"])
+    if stored_semantic_ids is not None:
+        attach_checkpoint_semantic_ids(config, train_dataset, stored_semantic_ids)
+    elif getattr(model_class, "uses_semantic_ids", None) and model_class.uses_semantic_ids(config):
+        # drawn on a private RNG: the model's initialisation below is the same with or without a cache hit
+        prepare_semantic_ids(config, train_dataset)
+    return model_class(config, train_dataset).to(config["device"])
+
+
 def run(model, dataset, config_file_list=None, config_dict=None, saved=True):
     """Train and test one model on one dataset; returns metrics, timings and the checkpoint."""
     config = build_config(model, dataset, config_file_list, config_dict)
@@ -249,7 +263,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True):
     train_data, valid_data, test_data = data_preparation(config, dataset)
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model = build_model(config, train_data._dataset)
     logger.info(model)
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
@@ -298,6 +312,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True):
         "device": str(config["device"]),
         "torch_threads": torch.get_num_threads(),
         "warnings": semantic_id_warnings(config, model),
+        "code_churn": list(getattr(trainer, "code_churn", [])),
     }
 
 
@@ -355,7 +370,7 @@ def load_data_and_model(model_file, eval_mode=None):
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     init_seed(config["seed"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model = build_model(config, train_data._dataset, (checkpoint.get("other_parameter") or {}).get("semantic_ids"))
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))
     return config, model, dataset, train_data, valid_data, test_data

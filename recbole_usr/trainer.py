@@ -37,16 +37,23 @@ class NamedLossTrainer(Trainer):
 
 
 class SemanticIDTrainer(NamedLossTrainer):
-    """Logs the item representation's ``epoch_statistics()`` (codebook activation,
-    perplexity, unique coverage) after every training epoch; keeps them in ``codebook_history``."""
+    """Re-assigns the item representation's codes at the start of every training epoch
+    (``refresh_codes``: the codes that epoch trains with and its evaluation scores with),
+    keeps each epoch's code churn (share of items whose codes changed) in ``code_churn``,
+    and logs ``epoch_statistics()`` (codebook activation, perplexity, unique coverage of
+    the codes in use) after every training epoch, kept in ``codebook_history``."""
 
     def __init__(self, config, model):
         super().__init__(config, model)
         self.codebook_history = []
+        self.code_churn = []
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        total_loss = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
         item_repr = getattr(self.model, "item_repr", None)
+        refresh = getattr(item_repr, "refresh_codes", None)
+        if refresh is not None and getattr(item_repr, "train_mode", None) == "end_to_end":
+            self.code_churn.append(refresh())
+        total_loss = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
         stats = item_repr.epoch_statistics() if item_repr is not None else {}
         if stats:
             self.codebook_history.append(stats)

@@ -20,7 +20,9 @@ A user left with too few interactions for RecBole to make those evaluation rows
 can slide into the training split. The split is enforced again after ``build()``.
 
 Models are unchanged: RecBole's SASRec keeps an (untrained) ID row for every cold item
-and UnifiedSASRec's semantic representations reach them through shared codes. Note that
+and UnifiedSASRec's semantic representations reach them through shared codes. The
+semantic-ID tokenizer (k-means, RQ, SentencePiece) is fitted on the other items only
+(:mod:`recbole_usr.semantic_id_artifact`); held-out items are encoded by it, frozen. Note that
 full-softmax (CE) training still scores cold items as negatives, as RecBole does for
 any item seen only in evaluation.
 
