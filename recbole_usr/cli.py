@@ -3,8 +3,6 @@
 import argparse
 import sys
 
-from recbole_usr.malloc import keep_freed_memory
-
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
@@ -46,12 +44,10 @@ def run_command(argv=None):
 
 
 def main(argv=None):
-    """The ``run_recbole_usr`` console script: exit status 0 on success (an exception exits
-    non-zero). The result dict is :func:`run_command`'s; returned here, the console-script
-    wrapper would pass it to ``sys.exit`` (status 1, the dict printed to stderr)."""
-    keep_freed_memory()
-    run_command(argv)
-    return 0
+    """The ``run_recbole_usr`` console script: exit status 0 on success."""
+    from recbole_usr.utils import run_console_script
+
+    return run_console_script(run_command, argv)
 
 
 if __name__ == "__main__":

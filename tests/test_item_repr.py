@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from conftest import prepare_tiny
+from conftest import fake_text_embeddings, prepare_tiny
 from recbole_usr.evaluation import evaluate_slices
 from recbole_usr import semantic_id_artifact as artifacts
 from recbole_usr.model.item_representations import build_item_representation
@@ -160,16 +160,7 @@ SMALL = {
 @pytest.fixture
 def fake_text(monkeypatch):
     """Deterministic 12-d 'text embeddings' with two clusters, keyed by the raw item token."""
-
-    def load(config, dataset):
-        tokens = dataset.field2id_token[dataset.iid_field]
-        rows = [torch.zeros(12)]
-        for token in tokens[1:]:
-            number = int(token[1:])
-            generator = torch.Generator().manual_seed(number)
-            rows.append(torch.randn(12, generator=generator) * 0.1 + (3.0 if number % 2 else -3.0))
-        return torch.stack(rows)
-
+    load = fake_text_embeddings(spread=0.1, offset=3.0)
     monkeypatch.setattr(artifacts, "load_item_text_embeddings", load)
 
 

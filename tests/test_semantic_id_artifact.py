@@ -10,7 +10,7 @@ import textwrap
 import pytest
 import torch
 
-from conftest import CHECKOUT_ROOT, prepare_tiny
+from conftest import CHECKOUT_ROOT, fake_text_embeddings, prepare_tiny
 from recbole_usr import semantic_id_artifact as artifacts
 from recbole_usr.model.item_representations import sentencepiece as spm_module
 from recbole_usr.model.item_representations.sentencepiece import code_strings
@@ -168,16 +168,7 @@ def test_reload_with_changed_item_text_is_refused(shared_encoder, tiny_dataset, 
 @pytest.fixture
 def distinct_text(monkeypatch):
     """A 12-d 'text embedding' per item, distinct per item and keyed by its raw token."""
-
-    def load(config, dataset):
-        tokens = dataset.field2id_token[dataset.iid_field]
-        rows = [torch.zeros(12)]
-        for token in tokens[1:]:
-            number = int(token[1:])
-            generator = torch.Generator().manual_seed(number)
-            rows.append(torch.randn(12, generator=generator) + (2.0 if number % 2 else -2.0))
-        return torch.stack(rows)
-
+    load = fake_text_embeddings(spread=1.0, offset=2.0)
     monkeypatch.setattr(artifacts, "load_item_text_embeddings", load)
     from recbole_usr.model.item_representations import unified
 
