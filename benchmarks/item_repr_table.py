@@ -34,11 +34,12 @@ from recbole_usr.evaluation import evaluate_slices  # noqa: E402
 from recbole_usr.evaluation.slices import SLICE_NAMES, format_slice_table  # noqa: E402
 from recbole_usr.quick_start import (  # noqa: E402
     build_config,
+    build_model,
     item_parameter_counts,
     record_epochs,
     unique_checkpoint_path,
 )
-from recbole_usr.utils import get_model, get_trainer  # noqa: E402
+from recbole_usr.utils import get_trainer  # noqa: E402
 from benchmarks.child import runtime  # noqa: E402
 from benchmarks.run import provenance  # noqa: E402
 
@@ -121,7 +122,7 @@ def train_and_evaluate(name, model_name, properties, args, extra):
     train_data, valid_data, test_data = data_preparation(config, dataset)
     init_seed(config["seed"], config["reproducibility"])
     start = time.time()
-    model = get_model(model_name)(config, train_data._dataset).to(config["device"])
+    model = build_model(config, train_data._dataset)
     build_seconds = time.time() - start
     trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
     trainer.saved_model_file = unique_checkpoint_path(config)

@@ -3,8 +3,6 @@
 import argparse
 import sys
 
-from recbole_usr.malloc import keep_freed_memory
-
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
@@ -29,24 +27,27 @@ def parse_args(argv=None):
 
 
 def run_command(argv=None):
-    """Check ``--results_file``, train and test, write the results; returns the result dict."""
+    """Check ``--results_file``, train and test, write the results and, beside them, the
+    training curves (``out.json`` -> ``out.png``); returns the result dict, with the plot's
+    summary under ``plot`` when one was drawn."""
     from recbole_usr.quick_start import run
+    from recbole_usr.training_plot import plot_path, plot_training
     from recbole_usr.utils import check_results_file, results_fallback_path, write_results
 
     args, config_files, overrides = parse_args(argv)
     check_results_file(args.results_file)
     result = run(args.model, args.dataset, config_file_list=config_files, config_dict=overrides)
     write_results(args.results_file, result, results_fallback_path(result))
+    if args.results_file:  # after the results, so a plotting failure cannot lose them
+        result["plot"] = plot_training(result, plot_path(args.results_file))
     return result
 
 
 def main(argv=None):
-    """The ``run_recbole_usr`` console script: exit status 0 on success (an exception exits
-    non-zero). The result dict is :func:`run_command`'s; returned here, the console-script
-    wrapper would pass it to ``sys.exit`` (status 1, the dict printed to stderr)."""
-    keep_freed_memory()
-    run_command(argv)
-    return 0
+    """The ``run_recbole_usr`` console script: exit status 0 on success."""
+    from recbole_usr.utils import run_console_script
+
+    return run_console_script(run_command, argv)
 
 
 if __name__ == "__main__":

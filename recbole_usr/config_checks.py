@@ -15,12 +15,14 @@ from logging import getLogger
 
 import yaml
 
+from recbole_usr.model.item_representations import ITEM_REPRESENTATIONS
+
 # Properties and what they accept; a property is checked only where it is set (not None).
 POSITIVE_INTS = (
     "epochs", "train_batch_size", "eval_batch_size", "MAX_ITEM_LIST_LENGTH", "hidden_size", "n_layers",
     "n_heads", "inner_size", "semantic_dim", "rq_levels", "rq_pretrain_batch_size", "text_batch_size",
     "spm_vocab_size", "hash_buckets", "ngram_n", "train_length_buckets", "tokenizer_epochs",
-    "tokenizer_batch_size", "tokenizer_kmeans_iters", "beam_size", "history_max_items", "n_user_tokens",
+    "tokenizer_batch_size", "tokenizer_kmeans_iters", "rq_kmeans_iters", "beam_size", "history_max_items", "n_user_tokens",
     "n_encoder_layers", "n_decoder_layers", "length_buckets",
 )
 NON_NEGATIVE_INTS = ("id_dim", "rq_pretrain_epochs", "rq_dead_code_steps", "tokenizer_dead_code_steps", "stopping_step")
@@ -29,12 +31,12 @@ POSITIVE_FLOATS = ("learning_rate", "rq_pretrain_lr", "tokenizer_lr")
 NON_NEGATIVE_FLOATS = ("rq_beta", "rq_loss_weight", "recon_loss_weight", "rq_rec_grad_scale")
 UNIT_INTERVAL = ("hidden_dropout_prob", "attn_dropout_prob", "rq_dropout", "cold_item_ratio")  # [0, 1)
 BOOLS = (
-    "use_semantic", "rq_use_ema", "rq_kmeans_init", "rq_rec_codeword_grad", "train_whole_sequence",
+    "use_semantic", "rq_use_ema", "rq_kmeans_init", "rq_restart_unused", "rq_rec_codeword_grad", "train_whole_sequence",
     "train_exclude_cold_items", "sampled_eval_from_full_sort", "strict_properties", "drop_malformed_rows",
     "use_user_token",
 )
 CHOICES = {
-    "item_repr": ("unified", "id", "ngram", "spm", "hash"),
+    "item_repr": tuple(ITEM_REPRESENTATIONS),
     "rq_train_mode": ("end_to_end", "two_stage"),
     "spm_model_type": ("bpe", "unigram"),
     "rq_cosine_codewords": ("raw", "unit"),

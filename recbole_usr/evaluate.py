@@ -72,11 +72,9 @@ def run_command(argv=None):
 
 def main(argv=None):
     """The ``recbole_usr_evaluate`` console script: exit status 0 on success."""
-    from recbole_usr.malloc import keep_freed_memory
+    from recbole_usr.utils import run_console_script
 
-    keep_freed_memory()
-    run_command(argv)
-    return 0
+    return run_console_script(run_command, argv)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ from recbole_usr.data.dataset_lookup import find_dataset_root
 from recbole_usr.evaluation.sampled_from_full_sort import sampled_predict_from_full_sort
 from recbole_usr.evaluation.seen_items import PROTOCOL_NAMES, seen_items_removed
 from recbole_usr.quantization import degenerate_code_warnings
+from recbole_usr.semantic_id_artifact import attach_checkpoint_semantic_ids, prepare_semantic_ids
+from recbole_usr.trainer import named_losses
 from recbole_usr.utils import get_model, get_trainer
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties")
@@ -192,9 +194,12 @@ def semantic_id_warnings(config, model):
 
 
 def record_epochs(trainer):
-    """Record each training epoch's wall time and each validation's score and finishing time
-    (seconds since the first epoch started) into the returned dict of lists."""
-    log = {"train_epoch_seconds": [], "valid_scores": [], "valid_done_seconds": []}
+    """Record, per training epoch, its wall time, its losses by name (``train_losses``) and,
+    for a trainer keeping ``codebook_history``, each level's codebook activation; per
+    validation, its score, full result, epoch and finishing time (seconds since the first
+    epoch started). Returns the dict of lists it fills."""
+    log = {"train_epoch_seconds": [], "train_losses": {}, "codebook_activation": [],
+           "valid_scores": [], "valid_results": [], "valid_epochs": [], "valid_done_seconds": []}
     train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
     started = []
 
@@ -203,11 +208,18 @@ def record_epochs(trainer):
         started.append(start)
         result = train_epoch(*args, **kwargs)
         log["train_epoch_seconds"].append(time.time() - start)
+        for name, value in named_losses(trainer.model, result).items():
+            log["train_losses"].setdefault(name, []).append(value)
+        history = getattr(trainer, "codebook_history", None)
+        if history and len(history) > len(log["codebook_activation"]):
+            log["codebook_activation"].append(list(history[-1]["activation"]))
         return result
 
     def scored_valid_epoch(*args, **kwargs):
         score, result = valid_epoch(*args, **kwargs)
         log["valid_scores"].append(float(score))
+        log["valid_results"].append({key: float(value) for key, value in dict(result).items()})
+        log["valid_epochs"].append(len(log["train_epoch_seconds"]) - 1)
         log["valid_done_seconds"].append(time.time() - started[0] if started else 0.0)
         return score, result
 
@@ -224,6 +236,19 @@ def best_epoch_summary(log, bigger_is_better=True):
     return {"best_valid_index": best, "seconds_to_best_valid": log["valid_done_seconds"][best]}
 
 
+def build_model(config, train_dataset, stored_semantic_ids=None):
+    """The model on ``config['device']``; a model that reads semantic IDs gets the artifact
+    first, outside its constructor: the checkpoint's (``stored_semantic_ids``: no refit, the
+    item text checked) or the cached / newly fitted one (recbole_usr/semantic_id_artifact.py)."""
+    model_class = get_model(config["model"])
+    if stored_semantic_ids is not None:
+        attach_checkpoint_semantic_ids(config, train_dataset, stored_semantic_ids)
+    elif getattr(model_class, "uses_semantic_ids", None) and model_class.uses_semantic_ids(config):
+        # drawn on a private RNG: the model's initialisation below is the same with or without a cache hit
+        prepare_semantic_ids(config, train_dataset)
+    return model_class(config, train_dataset).to(config["device"])
+
+
 def run(model, dataset, config_file_list=None, config_dict=None, saved=True):
     """Train and test one model on one dataset; returns metrics, timings and the checkpoint."""
     config = build_config(model, dataset, config_file_list, config_dict)
@@ -238,7 +263,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True):
     train_data, valid_data, test_data = data_preparation(config, dataset)
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model = build_model(config, train_data._dataset)
     logger.info(model)
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
@@ -275,14 +300,19 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True):
         "train_seconds": train_seconds,
         **best_epoch_summary(epoch_log, config["valid_metric_bigger"]),
         "valid_scores": epoch_log["valid_scores"],
+        "valid_results": epoch_log["valid_results"],
+        "valid_epochs": epoch_log["valid_epochs"],
         "test_seconds": test_seconds,
         "train_epoch_seconds": epoch_log["train_epoch_seconds"],
+        "train_losses": epoch_log["train_losses"],
+        "codebook_activation": epoch_log["codebook_activation"],
         "parameter_counts": item_parameter_counts(model),
         "peak_memory_mib": peak_memory_mib(),
         "peak_gpu_memory_mib": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
         "device": str(config["device"]),
         "torch_threads": torch.get_num_threads(),
         "warnings": semantic_id_warnings(config, model),
+        "code_churn": list(getattr(trainer, "code_churn", [])),
     }
 
 
@@ -340,7 +370,7 @@ def load_data_and_model(model_file, eval_mode=None):
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     init_seed(config["seed"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model = build_model(config, train_data._dataset, (checkpoint.get("other_parameter") or {}).get("semantic_ids"))
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))
     return config, model, dataset, train_data, valid_data, test_data

@@ -11,6 +11,8 @@ Writes to ``tokenizer_output_dir`` (default ``saved/tokenizer/<dataset>/``):
 ``dedup``), ``rq_tokenizer.pth`` (that scheme's weights), ``stats.json`` (every scheme) and
 ``codeword_usage.png`` (sorted codeword usage per level, a line per scheme).
 Properties: ``properties/tokenizer.yaml`` plus the model's ``rq_*`` / ``semantic_dim``.
+Each scheme is fitted and cached exactly as the models' semantic IDs are
+(:mod:`recbole_usr.semantic_id_artifact`), with the ``tokenizer_*`` training settings.
 """
 
 import json
@@ -50,35 +52,21 @@ def scheme_list(config, n_levels):
     return schemes, scheme_name(chosen)
 
 
-class ConfigView:
-    """``config[key]`` with some keys replaced, without touching the shared config."""
+def train_scheme(config, dataset, text, distances, seed, show_progress):
+    """One scheme's semantic-ID artifact (the models' fit and cache, with the ``tokenizer_*``
+    training settings); returns (tokenizer, codes [N, L], history)."""
+    from recbole_usr.quantization import scheme_name
+    from recbole_usr.semantic_id_artifact import cache_dir_of, load_or_fit_semantic_ids, tokenizer_settings
+    from recbole_usr.semantic_id_artifact import warm_items
 
-    def __init__(self, config, overrides):
-        self.config, self.overrides = config, overrides
-
-    def __getitem__(self, key):
-        return self.overrides[key] if key in self.overrides else self.config[key]
-
-
-def train_scheme(config, embeddings, distances, seed, show_progress):
-    """One tokenizer trained alone (k-means init, dead-code restart); returns (tokenizer, codes, history)."""
-    from recbole_usr.quantization import RQTokenizer, fit_tokenizer, scheme_name
-
-    torch.manual_seed(seed)
-    overrides = {"rq_distances": distances, "rq_dead_code_steps": config["tokenizer_dead_code_steps"]}
-    tokenizer = RQTokenizer.from_config(ConfigView(config, overrides), in_dim=embeddings.shape[1])
-    history = fit_tokenizer(
-        tokenizer,
-        embeddings,
-        epochs=int(config["tokenizer_epochs"]),
-        batch_size=int(config["tokenizer_batch_size"]),
-        lr=float(config["tokenizer_lr"]),
-        show_progress=show_progress,
-        seed=seed,
-        kmeans_iters=int(config["tokenizer_kmeans_iters"] or 20),
-        desc=f"RQ tokenizer [{scheme_name(distances)}]",
+    settings = tokenizer_settings(
+        config, rq_distances=distances, rq_dead_code_steps=config["tokenizer_dead_code_steps"],
+        rq_pretrain_epochs=config["tokenizer_epochs"], rq_pretrain_batch_size=config["tokenizer_batch_size"],
+        rq_pretrain_lr=config["tokenizer_lr"], rq_kmeans_iters=config["tokenizer_kmeans_iters"] or 20, seed=seed,
     )
-    return tokenizer, tokenizer.encode(embeddings), history
+    artifact = load_or_fit_semantic_ids(settings, text, warm_items(dataset), cache_dir_of(config), config["dataset"],
+                                        show_progress, desc=f"RQ tokenizer [{scheme_name(distances)}]")
+    return artifact.tokenizer(in_dim=text.shape[1]), artifact.codes[1:], artifact.history
 
 
 def write_semantic_ids(path, item_tokens, codes_with_dedup):
@@ -144,7 +132,8 @@ def run_command(argv=None):
     from recbole.data import create_dataset
 
     dataset = create_dataset(config)
-    text = load_item_text_embeddings(config, dataset)[1:]  # row 0 is padding
+    full_text = load_item_text_embeddings(config, dataset)
+    text = full_text[1:]  # row 0 is padding
     item_tokens = list(dataset.field2id_token[dataset.iid_field][1:])
     prep_seconds = time.time() - start
     print(f"{config['dataset']}: {text.shape[0]} items, text embeddings {text.shape[1]}-d ({prep_seconds:.1f}s)")
@@ -155,7 +144,7 @@ def run_command(argv=None):
     results, codes_by_scheme, chosen_tokenizer = {}, {}, None
     for scheme, distances in schemes.items():
         start = time.time()
-        tokenizer, codes, history = train_scheme(config, text, distances, seed, show_progress)
+        tokenizer, codes, history = train_scheme(config, dataset, full_text, distances, seed, show_progress)
         stats = codebook_statistics(codes, codebook_size)
         stats.update(distances=distances, seconds=time.time() - start, final_losses=history[-1] if history else {})
         results[scheme], codes_by_scheme[scheme] = stats, codes
@@ -204,11 +193,9 @@ def run_command(argv=None):
 
 def main(argv=None):
     """The ``recbole_usr_tokenize`` console script: exit status 0 on success."""
-    from recbole_usr.malloc import keep_freed_memory
+    from recbole_usr.utils import run_console_script
 
-    keep_freed_memory()
-    run_command(argv)
-    return 0
+    return run_console_script(run_command, argv)
 
 
 if __name__ == "__main__":

@@ -159,3 +159,15 @@ def results_fallback_path(result, suffix="results"):
     if not model_file:
         return None
     return f"{os.path.splitext(model_file)[0]}.{suffix}.json"
+
+
+def run_console_script(run_command, argv=None):
+    """What every console script's ``main`` does: keep freed heap memory (entry points only,
+    never at import; recbole_usr/malloc.py), run the command, return exit status 0. An
+    exception exits non-zero; returning the command's result dict instead would make the
+    console-script wrapper exit 1 with the dict on stderr."""
+    from recbole_usr.malloc import keep_freed_memory
+
+    keep_freed_memory()
+    run_command(argv)
+    return 0

@@ -106,6 +106,11 @@ def isolated_cwd(tmp_path, monkeypatch):
 
 @pytest.fixture
 def tiny_dataset(tmp_path):
+    return make_tiny_dataset(tmp_path)
+
+
+def make_tiny_dataset(tmp_path):
+    """The tiny dataset and its property file under ``tmp_path`` (for fixtures of any scope)."""
     data_path = tmp_path / "data"
     write_tiny_dataset(data_path)
     cache_dir = tmp_path / "text_cache"
@@ -184,3 +189,21 @@ def prepare_tiny(tiny, model, settings):
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     return (config, dataset, *data_preparation(config, dataset))
+
+
+def fake_text_embeddings(spread, offset):
+    """A stand-in for ``load_item_text_embeddings``: a 12-d vector per item, keyed by its raw
+    token (so the same item gets the same vector in any run), in two clusters (odd / even
+    item numbers at +-``offset``) with per-item noise of scale ``spread``."""
+    import torch
+
+    def load(config, dataset):
+        tokens = dataset.field2id_token[dataset.iid_field]
+        rows = [torch.zeros(12)]
+        for token in tokens[1:]:
+            number = int(token[1:])
+            generator = torch.Generator().manual_seed(number)
+            rows.append(torch.randn(12, generator=generator) * spread + (offset if number % 2 else -offset))
+        return torch.stack(rows)
+
+    return load

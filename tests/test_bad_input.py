@@ -180,7 +180,7 @@ SENTENCES = ["\u4e00\u4e01", "\u4e02\u4e01", "\u4e00\u4e03"]
 
 
 def test_bad_sentencepiece_file_is_named_and_retrained(tmp_path, caplog):
-    from recbole_usr.model.semantic_id_representations import train_sentencepiece
+    from recbole_usr.model.item_representations.sentencepiece import train_sentencepiece
 
     tmp_path = tmp_path / "spm"
 
@@ -200,7 +200,7 @@ def test_bad_sentencepiece_file_is_named_and_retrained(tmp_path, caplog):
 def test_interrupted_sentencepiece_training_leaves_nothing(tmp_path, monkeypatch):
     import sentencepiece as spm
 
-    from recbole_usr.model.semantic_id_representations import train_sentencepiece
+    from recbole_usr.model.item_representations.sentencepiece import train_sentencepiece
 
     tmp_path = tmp_path / "spm"
 
@@ -219,7 +219,7 @@ def test_interrupted_sentencepiece_training_leaves_nothing(tmp_path, monkeypatch
 
 
 def test_model_for_other_semantic_ids_is_retrained(tmp_path, caplog):
-    from recbole_usr.model.semantic_id_representations import train_sentencepiece
+    from recbole_usr.model.item_representations.sentencepiece import train_sentencepiece
 
     tmp_path = tmp_path / "spm"
 

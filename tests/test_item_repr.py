@@ -5,19 +5,13 @@ import itertools
 import pytest
 import torch
 
-from conftest import prepare_tiny
+from conftest import fake_text_embeddings, prepare_tiny
 from recbole_usr.evaluation import evaluate_slices
-from recbole_usr.model import semantic_id_representations as sid
-from recbole_usr.model.item_representation import build_item_representation
-from recbole_usr.model.semantic_id_representations import (
-    HashItemEmbedding,
-    NGramItemEmbedding,
-    SPMItemEmbedding,
-    code_strings,
-    hash_item_ids,
-    ngram_indices,
-    ngram_table_rows,
-)
+from recbole_usr import semantic_id_artifact as artifacts
+from recbole_usr.model.item_representations import build_item_representation
+from recbole_usr.model.item_representations.hashing import HashItemEmbedding, hash_item_ids
+from recbole_usr.model.item_representations.ngram import NGramItemEmbedding, ngram_indices, ngram_table_rows
+from recbole_usr.model.item_representations.sentencepiece import SPMItemEmbedding, code_strings
 from recbole_usr.model.sequential_recommender.unified_sasrec import UnifiedSASRec
 from recbole_usr.quick_start import load_data_and_model, run
 
@@ -133,8 +127,10 @@ def test_hash_with_one_bucket_collides_everything():
     table, _ = module()
     assert torch.equal(table[0], torch.zeros(6))
     assert torch.equal(table[1:], table[1:2].expand(49, 6))
+    # the bucket is computed from the ID: nothing stored per item, serving = training = the table
     assert module.describe() == {"hash_table": 6, "item_embedding": 6, "id_only_64d_table": 50 * 64,
-                                 "id_only_same_width_table": 50 * 6, "distinct_buckets_used": 1}
+                                 "id_only_same_width_table": 50 * 6, "serving_size": 6, "training_size": 6,
+                                 "distinct_buckets_used": 1}
 
 
 # --- through UnifiedSASRec on the tiny dataset (text embeddings faked: no sentence encoder) ---
@@ -164,17 +160,8 @@ SMALL = {
 @pytest.fixture
 def fake_text(monkeypatch):
     """Deterministic 12-d 'text embeddings' with two clusters, keyed by the raw item token."""
-
-    def load(config, dataset):
-        tokens = dataset.field2id_token[dataset.iid_field]
-        rows = [torch.zeros(12)]
-        for token in tokens[1:]:
-            number = int(token[1:])
-            generator = torch.Generator().manual_seed(number)
-            rows.append(torch.randn(12, generator=generator) * 0.1 + (3.0 if number % 2 else -3.0))
-        return torch.stack(rows)
-
-    monkeypatch.setattr(sid, "load_item_text_embeddings", load)
+    load = fake_text_embeddings(spread=0.1, offset=3.0)
+    monkeypatch.setattr(artifacts, "load_item_text_embeddings", load)
 
 
 def build(tiny_dataset, **overrides):
@@ -230,21 +217,31 @@ def test_checkpoint_reload_keeps_codes_and_scores(fake_text, tiny_dataset):
         assert reloaded[metric] == pytest.approx(result["test_result"][metric], abs=1e-4)
 
 
-def test_frozen_codes_do_not_depend_on_nor_move_the_global_rng(fake_text, tiny_dataset):
-    config, train_data = build(tiny_dataset)
-    torch.manual_seed(1)
-    untouched = torch.rand(3)
-    codes = []
-    for seed in (1, 2):
-        sid._codes_memo.clear()
-        torch.manual_seed(seed)
-        codes.append(sid.frozen_semantic_codes(config, train_data._dataset)[0])
-        if seed == 1:
-            assert torch.equal(torch.rand(3), untouched)  # the caller's stream did not move
-    assert torch.equal(codes[0], codes[1])
-
-
 def test_unknown_item_repr_lists_the_new_ones(tiny_dataset):
     # caught by the property checks, before the dataset is built (recbole_usr/config_checks.py)
     with pytest.raises(ValueError, match="'item_repr' must be one of .*'ngram', 'spm', 'hash'.*got 'bogus'"):
         build(tiny_dataset, item_repr="bogus")
+
+
+def test_use_semantic_false_is_the_deprecated_spelling_of_item_repr_id(tiny_dataset, caplog):
+    from recbole_usr.model.item_representations.id_table import IDItemEmbedding
+
+    config, train_data = build(tiny_dataset, item_repr="unified", use_semantic=False, id_dim=8)
+    old = build_item_representation(config, train_data._dataset)
+    assert any("use_semantic: False is deprecated; write item_repr: id with hidden_size: 8" in r.getMessage()
+               for r in caplog.records)
+    config, train_data = build(tiny_dataset, item_repr="id", hidden_size=8)
+    caplog.clear()
+    new = build_item_representation(config, train_data._dataset)
+    assert type(old) is type(new) is IDItemEmbedding and old.dim == new.dim == 8
+    assert old.describe() == new.describe() and not caplog.records
+
+
+def test_config_value_keeps_zero_and_false():
+    from recbole_usr.config_values import config_value
+
+    config = {"id_dim": 0, "rq_kmeans_init": False, "rq_pretrain_epochs": None}
+    assert config_value(config, "id_dim", 8) == 0
+    assert config_value(config, "rq_kmeans_init", True) is False
+    assert config_value(config, "rq_pretrain_epochs", 20) == 20  # ~ means the default
+    assert config_value(config, "missing", 3) == 3

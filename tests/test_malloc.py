@@ -20,6 +20,6 @@ def test_library_import_leaves_the_allocator_alone():
     code = (
         "import recbole_usr.malloc as m\n"
         "m.keep_freed_memory = lambda: (_ for _ in ()).throw(SystemExit(3))\n"
-        "import recbole_usr, recbole_usr.quick_start, recbole_usr.cli, recbole_usr.evaluate\n"
+        "import recbole_usr, recbole_usr.quick_start, recbole_usr.cli, recbole_usr.evaluate, recbole_usr.recommend\n"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=300).returncode == 0

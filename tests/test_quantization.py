@@ -292,13 +292,44 @@ def test_fit_is_deterministic_under_seed_and_lowers_loss():
     for _ in range(2):
         torch.manual_seed(3)
         tok = small_tokenizer(dead_code_steps=2)
-        history = fit_tokenizer(tok, x, epochs=6, batch_size=64, lr=3e-3, show_progress=False, seed=3)
+        generator = torch.Generator().manual_seed(3)
+        history = fit_tokenizer(tok, x, epochs=6, batch_size=64, lr=3e-3, show_progress=False, generator=generator)
         runs.append((tok.encode(x), history))
     assert torch.equal(runs[0][0], runs[1][0])
     assert runs[0][1] == runs[1][1]
     history = runs[0][1]
     assert len(history) == 6 and history[-1]["loss"] < history[0]["loss"]
     assert set(history[0]) == {"loss", "recon", "codebook", "commitment", "restarted"}
+    # no restart after the last epoch: the codes read after the fit were not just re-seeded
+    assert "restarted" not in history[-1]
+
+
+def test_no_per_step_restart_in_the_last_epoch(monkeypatch):
+    x = clustered(n_clusters=4, per_cluster=25)
+    torch.manual_seed(0)
+    tok = small_tokenizer(codebook_size=16, dead_code_steps=1)
+    calls = []
+    real = CodebookLevel._restart_dead_codes
+    monkeypatch.setattr(CodebookLevel, "_restart_dead_codes", lambda level, r: calls.append(1) or real(level, r))
+    fit_tokenizer(tok, x, epochs=2, batch_size=25, lr=3e-3, show_progress=False, restart_unused=False)
+    assert len(calls) == 4 * len(tok.levels)  # every step of the first epoch (4 batches), none of the last
+    assert all(level.dead_code_steps == 1 for level in tok.levels)  # the setting is restored
+
+
+def test_codes_after_a_fit_are_not_inflated_by_a_final_restart():
+    # 8 clusters, 16 codewords: a restart right before reading the codes would give every
+    # re-seeded codeword the item it was copied from, so all 16 would look active.
+    x = clustered(n_clusters=8, per_cluster=25)
+    torch.manual_seed(0)
+    tok = small_tokenizer(codebook_size=16)
+    fit_tokenizer(tok, x, epochs=2, batch_size=64, lr=3e-3, show_progress=False,
+                  generator=torch.Generator().manual_seed(0))
+    after_fit = tok.encode(x)
+    tok.restart_unused_codes(x, generator=torch.Generator().manual_seed(0))
+    after_restart = tok.encode(x)
+    active = [after_fit[:, level].unique().numel() for level in range(after_fit.shape[1])]
+    inflated = [after_restart[:, level].unique().numel() for level in range(after_fit.shape[1])]
+    assert sum(active) < sum(inflated)
 
 
 def test_unused_codes_are_restarted_after_a_full_pass():

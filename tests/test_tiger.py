@@ -239,3 +239,22 @@ def test_trainer_evaluates_sampled_candidates_and_times_it(shared_encoder, tiny_
         assert 0.0 <= result[metric] <= 1.0
     assert len(trainer.eval_timings) == 3  # validation after each epoch, then test
     assert all(users == 30 and seconds > 0 for users, seconds in trainer.eval_timings)
+
+
+def test_reload_takes_the_semantic_ids_from_the_checkpoint_without_a_fit(shared_encoder, tiny_dataset, tmp_path,
+                                                                          monkeypatch):
+    from recbole_usr import semantic_id_artifact
+    from recbole_usr.quick_start import load_data_and_model, run
+
+    settings = {**SMALL_TIGER, "checkpoint_dir": str(tmp_path / "saved")}  # k-means codes: a fit all the same
+    result = run("TIGER", tiny_dataset.name, [str(tiny_dataset.yaml_path)], tiny_dataset.config_dict(**settings))
+    for cached in tiny_dataset.cache_dir.glob("*.semantic-ids.*.pt"):
+        cached.unlink()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the tokenizer was fitted again on reload")
+
+    monkeypatch.setattr(semantic_id_artifact, "fit_semantic_ids", refuse)
+    config, model, _, _, _, test_data = load_data_and_model(result["model_file"])
+    reloaded = TIGERTrainer(config, model).evaluate(test_data, load_best_model=False)
+    assert dict(reloaded) == result["test_result"]

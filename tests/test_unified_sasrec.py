@@ -222,3 +222,14 @@ def test_recommendation_gradient_reaches_what_properties_say(shared_encoder, tin
     codeword_grad_norm = sum(float(p.grad.abs().sum()) for p in tokenizer.levels.parameters() if p.grad is not None)
     assert (encoder_grad > 0) == (scale > 0)
     assert (codeword_grad_norm > 0) == codeword_grad
+
+
+def test_a_checkpoint_without_saved_codes_still_loads(shared_encoder, tiny_dataset, caplog):
+    _, model, *_ = build(tiny_dataset)
+    state = model.state_dict()
+    del state["item_repr.codes"]  # what checkpoints written before the codes were saved hold
+    model.item_repr.codes.zero_()
+    model.load_state_dict(state)
+    representation = model.item_repr
+    assert torch.equal(representation.codes[1:], representation.tokenizer.encode(representation.text_embeddings[1:]))
+    assert any("predates saved semantic IDs" in record.getMessage() for record in caplog.records)

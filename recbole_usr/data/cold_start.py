@@ -20,7 +20,9 @@ A user left with too few interactions for RecBole to make those evaluation rows
 can slide into the training split. The split is enforced again after ``build()``.
 
 Models are unchanged: RecBole's SASRec keeps an (untrained) ID row for every cold item
-and UnifiedSASRec's semantic representations reach them through shared codes. Note that
+and UnifiedSASRec's semantic representations reach them through shared codes. The
+semantic-ID tokenizer (k-means, RQ, SentencePiece) is fitted on the other items only
+(:mod:`recbole_usr.semantic_id_artifact`); held-out items are encoded by it, frozen. Note that
 full-softmax (CE) training still scores cold items as negatives, as RecBole does for
 any item seen only in evaluation.
 
@@ -35,6 +37,7 @@ from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data.dataset import SequentialDataset
 from recbole.utils import ModelType
 
+from recbole_usr.compat import recbole_pandas_warnings_silenced
 from recbole_usr.data.whole_sequence import WholeSequenceDataset
 
 LEAVE_ONE_OUT_EVAL_ROWS = {"valid_and_test": 2, "valid_only": 1, "test_only": 1}
@@ -177,10 +180,12 @@ def cold_item_dataset_class(base):
 
 
 def create_dataset(config):
-    """RecBole's ``create_dataset``, with the cold-item split when ``cold_item_ratio`` > 0."""
-    if not float(config["cold_item_ratio"] or 0.0):
-        return recbole_create_dataset(config)
-    base = recbole_dataset_class(config)
-    if base is None:
-        raise NotImplementedError(f"cold_item_ratio needs a sequential model, not {config['model']}.")
-    return cold_item_dataset_class(base)(config)
+    """RecBole's ``create_dataset``, with the cold-item split when ``cold_item_ratio`` > 0,
+    without RecBole's pandas FutureWarnings (:func:`recbole_usr.compat.recbole_pandas_warnings_silenced`)."""
+    with recbole_pandas_warnings_silenced():
+        if not float(config["cold_item_ratio"] or 0.0):
+            return recbole_create_dataset(config)
+        base = recbole_dataset_class(config)
+        if base is None:
+            raise NotImplementedError(f"cold_item_ratio needs a sequential model, not {config['model']}.")
+        return cold_item_dataset_class(base)(config)

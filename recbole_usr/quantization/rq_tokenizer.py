@@ -41,6 +41,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from recbole_usr.config_values import config_value
 from recbole_usr.quantization.codebook_stats import codebook_statistics
 from recbole_usr.quantization.distances import get_distance, resolve_distances
 from recbole_usr.quantization.kmeans import kmeans, sample_rows
@@ -130,11 +131,12 @@ class CodebookLevel(nn.Module):
             self.ema_sum.copy_(vectors * counts[:, None])
 
     @torch.no_grad()
-    def init_from_data(self, residual, n_iters=20, init="kmeans++"):
+    def init_from_data(self, residual, n_iters=20, init="kmeans++", generator=None):
         """k-means under this level's distance. Clusters decide membership; a raw-space codeword is
         the plain mean of its members (the least-squares codeword), a unit-space one the spherical
         centroid."""
-        centroids, assign = kmeans(residual, self.codebook_size, self.distance, n_iters=n_iters, init=init)
+        centroids, assign = kmeans(residual, self.codebook_size, self.distance, n_iters=n_iters, init=init,
+                                  generator=generator)
         counts = torch.bincount(assign, minlength=self.codebook_size)
         if not self.unit_space:
             sums = torch.zeros_like(centroids).index_add_(0, assign, residual.float())
@@ -217,28 +219,20 @@ class RQTokenizer(nn.Module):
     @classmethod
     def from_config(cls, config, in_dim):
         """Build from RecBole-style config keys (``rq_*``, ``semantic_dim``); missing keys use defaults."""
-
-        def get(key, default):
-            try:
-                value = config[key]
-            except (KeyError, TypeError):
-                value = None
-            return default if value is None else value
-
-        n_levels = int(get("rq_levels", 3))
+        n_levels = int(config_value(config, "rq_levels", 3))
         return cls(
             in_dim=in_dim,
-            semantic_dim=int(get("semantic_dim", 64)),
-            hidden_sizes=[int(h) for h in get("rq_hidden_sizes", [512, 256])],
+            semantic_dim=int(config_value(config, "semantic_dim", 64)),
+            hidden_sizes=[int(h) for h in config_value(config, "rq_hidden_sizes", [512, 256])],
             n_levels=n_levels,
-            codebook_size=int(get("rq_codebook_size", 256)),
-            distances=get("rq_distances", "hybrid"),
-            beta=float(get("rq_beta", 0.25)),
-            use_ema=bool(get("rq_use_ema", False)),
-            ema_decay=float(get("rq_ema_decay", 0.99)),
-            dead_code_steps=int(get("rq_dead_code_steps", 0)),
-            dropout=float(get("rq_dropout", 0.0)),
-            cosine_codewords=str(get("rq_cosine_codewords", "raw")),
+            codebook_size=int(config_value(config, "rq_codebook_size", 256)),
+            distances=config_value(config, "rq_distances", "hybrid"),
+            beta=float(config_value(config, "rq_beta", 0.25)),
+            use_ema=bool(config_value(config, "rq_use_ema", False)),
+            ema_decay=float(config_value(config, "rq_ema_decay", 0.99)),
+            dead_code_steps=int(config_value(config, "rq_dead_code_steps", 0)),
+            dropout=float(config_value(config, "rq_dropout", 0.0)),
+            cosine_codewords=str(config_value(config, "rq_cosine_codewords", "raw")),
         )
 
     def quantize(self, latent):
@@ -272,11 +266,11 @@ class RQTokenizer(nn.Module):
             self.train(was_training)
 
     @torch.no_grad()
-    def init_codebooks(self, x, n_iters=20, init="kmeans++", batch_size=8192):
+    def init_codebooks(self, x, n_iters=20, init="kmeans++", batch_size=8192, generator=None):
         """k-means each level's codebook on that level's residuals of ``encoder(x)``, level by level."""
         residual = self._eval_latent(x, batch_size)
         for level in self.levels:
-            level.init_from_data(residual, n_iters=n_iters, init=init)
+            level.init_from_data(residual, n_iters=n_iters, init=init, generator=generator)
             residual = residual - level.codewords()[level.assign(residual)]
         self.initialized.fill_(True)
 
@@ -292,7 +286,7 @@ class RQTokenizer(nn.Module):
         return torch.stack(codes, dim=1) if codes else residual.new_zeros(x.shape[0], 0, dtype=torch.long)
 
     @torch.no_grad()
-    def restart_unused_codes(self, x, batch_size=8192):
+    def restart_unused_codes(self, x, batch_size=8192, generator=None):
         """Re-seed, level by level, every codeword that no row of ``x`` selects, from random
         residuals of that level; returns how many were re-seeded.
 
@@ -306,7 +300,7 @@ class RQTokenizer(nn.Module):
             codes = level.assign(residual)
             unused = (torch.bincount(codes, minlength=self.codebook_size) == 0).nonzero().squeeze(1)
             if unused.numel():
-                rows = sample_rows(residual.shape[0], unused.numel(), None).to(residual.device)
+                rows = sample_rows(residual.shape[0], unused.numel(), generator).to(residual.device)
                 new = level._view(residual[rows]).to(level.codebook.dtype)
                 level.codebook[unused] = new
                 level.unused_steps[unused] = 0
@@ -326,31 +320,35 @@ class RQTokenizer(nn.Module):
         return codebook_statistics(codes, self.codebook_size)
 
 
-def fit_tokenizer(tokenizer, x, epochs, batch_size, lr, show_progress=True, seed=None, kmeans_init=True,
+def fit_tokenizer(tokenizer, x, epochs, batch_size, lr, show_progress=True, generator=None, kmeans_init=True,
                   kmeans_iters=20, weight_decay=0.0, desc="RQ tokenizer", restart_unused=True):
     """Train ``tokenizer`` alone on ``x`` [N, in_dim] with Adam on recon + quantisation losses.
 
-    With ``restart_unused``, codewords no item selects after an epoch are re-seeded
-    (:meth:`RQTokenizer.restart_unused_codes`).
-
     Runs k-means initialisation first when ``kmeans_init`` and the codebooks are not yet
-    initialised. Returns one dict of mean losses per epoch. ``seed`` fixes shuffling,
-    k-means and dead-code restarts.
+    initialised. With ``restart_unused``, codewords no item selects after an epoch are
+    re-seeded (:meth:`RQTokenizer.restart_unused_codes`) *between* epochs only, and the
+    per-step dead-code restart (``dead_code_steps``) is off during the last epoch: a restart
+    at the end would hand each re-seeded codeword to the item it was copied from, and the
+    codes taken right after would count it as active. ``generator`` drives
+    shuffling, k-means and restarts (pass a private one for codes that do not depend on the
+    caller's RNG). Returns one dict of mean losses per epoch.
     """
-    if seed is not None:
-        torch.manual_seed(seed)
     x = x.detach().float()
     if kmeans_init and not bool(tokenizer.initialized):
-        tokenizer.init_codebooks(x, n_iters=kmeans_iters)
+        tokenizer.init_codebooks(x, n_iters=kmeans_iters, generator=generator)
     params = [p for p in tokenizer.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     was_training = tokenizer.training
     tokenizer.train()
     history = []
     bar = tqdm(range(epochs), desc=desc, disable=not show_progress, dynamic_ncols=True)
-    for _ in bar:
+    step_restarts = [level.dead_code_steps for level in tokenizer.levels]
+    for epoch_index in bar:
+        if epoch_index == epochs - 1:  # no per-step dead-code restart either in the last epoch
+            for level in tokenizer.levels:
+                level.dead_code_steps = 0
         sums = {"loss": 0.0, "recon": 0.0, "codebook": 0.0, "commitment": 0.0}
-        perm = torch.randperm(x.shape[0])
+        perm = torch.randperm(x.shape[0], generator=generator)
         n_batches = 0
         for i in range(0, x.shape[0], batch_size):
             out = tokenizer(x[perm[i:i + batch_size]])
@@ -363,9 +361,11 @@ def fit_tokenizer(tokenizer, x, epochs, batch_size, lr, show_progress=True, seed
                 sums[key] += float(value.detach())
             n_batches += 1
         epoch = {k: v / max(n_batches, 1) for k, v in sums.items()}
-        if restart_unused:
-            epoch["restarted"] = tokenizer.restart_unused_codes(x)
+        if restart_unused and epoch_index < epochs - 1:
+            epoch["restarted"] = tokenizer.restart_unused_codes(x, generator=generator)
         history.append(epoch)
         bar.set_postfix(loss=f"{epoch['loss']:.4f}", recon=f"{epoch['recon']:.4f}")
+    for level, steps in zip(tokenizer.levels, step_restarts):
+        level.dead_code_steps = steps
     tokenizer.train(was_training)
     return history

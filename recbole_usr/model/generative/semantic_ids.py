@@ -3,7 +3,7 @@
 TIGER's first stage (Rajput et al., arXiv 2305.05065, Sec. 3.1): an RQ tokenizer is trained
 alone on the items' text embeddings (k-means initialisation, then ``rq_pretrain_epochs`` of
 reconstruction + quantisation loss) and frozen; each item's ``rq_levels`` codes are its
-semantic ID. Items that share all ``L`` codes are told apart by one more level
+semantic ID. The fit is the shared semantic-ID artifact (:mod:`recbole_usr.semantic_id_artifact`). Items that share all ``L`` codes are told apart by one more level
 (:func:`~recbole_usr.quantization.append_dedup_level`), so every item has a unique path of
 ``L + 1`` tokens. The extra level reuses the codebook size as its vocabulary, which keeps
 the model's shapes independent of how many collisions a run happens to produce.
@@ -14,9 +14,8 @@ from logging import getLogger
 
 import torch
 
-from recbole_usr.data.text_embedding import load_item_text_embeddings
-from recbole_usr.quantization import RQTokenizer, append_dedup_level, codebook_statistics, fit_tokenizer
-from recbole_usr.quantization import format_stats_table
+from recbole_usr.quantization import append_dedup_level, codebook_statistics, format_stats_table
+from recbole_usr.semantic_id_artifact import SemanticIDArtifact, semantic_ids_for
 
 
 @dataclass
@@ -24,35 +23,7 @@ class SemanticIDs:
     codes: torch.Tensor  # [n_items, L + 1] long; row 0 (padding item) is all zeros and names no item
     vocab_sizes: list  # tokens per level, L + 1 entries
     stats: dict  # codebook_statistics of the L tokenizer levels (before de-duplication)
-
-
-def config_value(config, key, default):
-    try:
-        value = config[key]
-    except (KeyError, TypeError):
-        value = None
-    return default if value is None else value
-
-
-def train_tokenizer(config, item_text):
-    """The RQ tokenizer, k-means initialised and trained alone on ``item_text`` [N, d], frozen."""
-    tokenizer = RQTokenizer.from_config(config, in_dim=item_text.shape[1])
-    generator_state = torch.get_rng_state()
-    fit_tokenizer(
-        tokenizer,
-        item_text,
-        epochs=int(config_value(config, "rq_pretrain_epochs", 0)),
-        batch_size=int(config_value(config, "rq_pretrain_batch_size", 1024)),
-        lr=float(config_value(config, "rq_pretrain_lr", 1e-3)),
-        show_progress=bool(config_value(config, "show_progress", False)),
-        seed=config_value(config, "seed", None),
-        kmeans_init=bool(config_value(config, "rq_kmeans_init", True)),
-        desc="TIGER RQ tokenizer",
-    )
-    torch.set_rng_state(generator_state)  # keep the recommender's initialisation seed-stable
-    tokenizer.eval()
-    tokenizer.requires_grad_(False)
-    return tokenizer
+    artifact: SemanticIDArtifact  # where the L codes come from (saved in checkpoints)
 
 
 def deduplicated_codes(codes, codebook_size):
@@ -67,21 +38,19 @@ def deduplicated_codes(codes, codebook_size):
     return full
 
 
-def build_semantic_ids(config, dataset, item_text=None, logger=None):
+def build_semantic_ids(config, dataset, logger=None):
     """Unique semantic IDs ``[dataset.item_num, L + 1]`` for RecBole's internal item ids; logs their stats."""
     logger = logger or getLogger()
-    if item_text is None:
-        item_text = load_item_text_embeddings(config, dataset)
-    tokenizer = train_tokenizer(config, item_text[1:])
-    codes = tokenizer.encode(item_text[1:])
-    stats = codebook_statistics(codes, tokenizer.codebook_size)
-    full = deduplicated_codes(codes, tokenizer.codebook_size)
+    artifact = semantic_ids_for(config, dataset)
+    codes, codebook_size = artifact.codes[1:], artifact.codebook_size
+    stats = codebook_statistics(codes, codebook_size)
+    full = deduplicated_codes(codes, codebook_size)
     table = torch.cat([full.new_zeros(1, full.shape[1]), full])
-    dedup_stats = codebook_statistics(full, tokenizer.codebook_size)
+    dedup_stats = codebook_statistics(full, codebook_size)
     logger.info(
         "TIGER semantic IDs (%d items, %d levels + de-duplication):\n%s",
         full.shape[0],
-        tokenizer.n_levels,
+        codes.shape[1],
         format_stats_table({"RQ codes": stats, "+ dedup level": dedup_stats}),
     )
-    return SemanticIDs(codes=table, vocab_sizes=[tokenizer.codebook_size] * full.shape[1], stats=stats)
+    return SemanticIDs(codes=table, vocab_sizes=[codebook_size] * full.shape[1], stats=stats, artifact=artifact)

@@ -39,7 +39,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole.model.abstract_recommender import SequentialRecommender
-from recbole.trainer import Trainer
 from recbole.utils import set_color
 
 from recbole_usr.model.distinct_histories import distinct_histories
@@ -47,12 +46,20 @@ from recbole_usr.model.generative.beam_decoder import BeamDecoder
 from recbole_usr.model.generative.beam_search import constrained_beam_search
 from recbole_usr.model.generative.prefix_trie import PrefixTrie
 from recbole_usr.model.generative.semantic_ids import build_semantic_ids
+from recbole_usr.semantic_id_artifact import CarriesSemanticIDs
+from recbole_usr.trainer import NamedLossTrainer
 
 
-class TIGER(SequentialRecommender):
+class TIGER(CarriesSemanticIDs, SequentialRecommender):
     r"""Encoder-decoder transformer generating the next item's semantic ID under a prefix trie."""
 
     predict_groups_histories = True  # predict() encodes each distinct history once itself
+    loss_names = ("rec_loss",)  # the log's name for calculate_loss's mean token cross-entropy
+
+    @staticmethod
+    def uses_semantic_ids(config):
+        """Callers prepare the semantic-ID artifact before building the model."""
+        return True
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -81,6 +88,7 @@ class TIGER(SequentialRecommender):
 
         # Stage one: frozen semantic IDs, one unique path of D tokens per item.
         semantic_ids = build_semantic_ids(config, dataset)
+        self.keep_semantic_ids(config, dataset)  # into checkpoints: a reload attaches it instead of refitting
         self.depth = semantic_ids.codes.shape[1]
         self.codebook_size = semantic_ids.vocab_sizes[0]
         self.register_buffer("item_codes", semantic_ids.codes)  # saved: a checkpoint carries its IDs
@@ -293,8 +301,8 @@ class TIGER(SequentialRecommender):
         return scores
 
 
-class TIGERTrainer(Trainer):
-    """RecBole's Trainer, logging evaluation time per 1,000 users (the cost of beam search)."""
+class TIGERTrainer(NamedLossTrainer):
+    """RecBole's Trainer (losses logged by name), logging evaluation time per 1,000 users (the cost of beam search)."""
 
     def __init__(self, config, model):
         super().__init__(config, model)

@@ -8,7 +8,7 @@ Reference:
     Wang-Cheng Kang et al. "Self-Attentive Sequential Recommendation." in ICDM 2018.
 
 SASRec whose item table is ``concat(ID embedding, RQ-quantised text embedding)``
-(:mod:`recbole_usr.model.item_representation`), trained end to end with the
+(:mod:`recbole_usr.model.item_representations`), trained end to end with the
 recommendation, quantisation and reconstruction losses, each logged separately.
 
 Speed: each batch is trimmed to its longest real sequence, and with
@@ -26,14 +26,21 @@ from recbole.model.layers import TransformerEncoder
 from recbole_usr.data.user_history import item_user_counts
 from recbole_usr.data.whole_sequence import WholeSequenceDataset
 from recbole_usr.model.distinct_histories import distinct_histories
-from recbole_usr.model.item_representation import build_item_representation, log_parameter_counts
+from recbole_usr.model.item_representations import build_item_representation, log_parameter_counts
+from recbole_usr.model.item_representations import uses_semantic_ids as representation_uses_semantic_ids
+from recbole_usr.semantic_id_artifact import CarriesSemanticIDs
 from recbole_usr.trainer import SemanticIDTrainer
 
 
-class UnifiedSASRec(SequentialRecommender):
+class UnifiedSASRec(CarriesSemanticIDs, SequentialRecommender):
     r"""SASRec over unified semantic + ID item vectors (hidden size = id_dim + semantic_dim)."""
 
     predict_groups_histories = True  # predict() encodes each distinct history once itself
+
+    @staticmethod
+    def uses_semantic_ids(config):
+        """Whether callers must prepare the semantic-ID artifact before building the model."""
+        return representation_uses_semantic_ids(config)
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -62,6 +69,10 @@ class UnifiedSASRec(SequentialRecommender):
             raise ValueError(f"train_neg_sampling must be uniform or popularity, got '{self.train_neg_sampling}'.")
 
         self.item_repr = build_item_representation(config, dataset)
+        # calculate_loss returns (rec_loss, *the representation's losses): their names for the log
+        self.loss_names = ("rec_loss", *getattr(self.item_repr, "loss_names", ()))
+        if hasattr(self.item_repr, "codes"):  # the artifact it started from goes into checkpoints
+            self.keep_semantic_ids(config, dataset)
         self.hidden_size = self.item_repr.dim
         if self.hidden_size % self.n_heads:
             raise ValueError(

@@ -1,0 +1,68 @@
+"""A run's training curves as a PNG beside its results file (``out.json`` -> ``out.png``).
+
+One panel each: validation NDCG@10 per epoch, the training losses per epoch (by the
+model's loss names), and, for models with codebook statistics, each level's codebook
+activation per epoch; all read from :func:`recbole_usr.quick_start.run`'s result dict, so
+a results JSON can be plotted again later. Matplotlib's Agg canvas is used directly: the
+process's pyplot backend is left as it is.
+"""
+
+import os
+
+from recbole_usr.cache_files import atomic_output
+
+
+def plot_path(results_file):
+    return os.path.splitext(results_file)[0] + ".png"
+
+
+def training_panels(result):
+    """``[(title, y label, {line: (epochs, values)})]``, one entry per panel with data."""
+    panels = []
+    valid, epochs = result.get("valid_results") or [], result.get("valid_epochs") or []
+    if valid:
+        if all("ndcg@10" in scores for scores in valid):
+            panels.append(("validation NDCG@10", "NDCG@10", {"valid": (epochs, [s["ndcg@10"] for s in valid])}))
+        else:  # a run whose metrics lack NDCG@10: its own valid_metric
+            panels.append(("validation score", "valid_metric", {"valid": (epochs, result["valid_scores"])}))
+    losses = result.get("train_losses") or {}
+    if losses:
+        panels.append(("training losses", "loss (sum over batches)",
+                       {name: (list(range(len(values))), values) for name, values in losses.items()}))
+    activation = result.get("codebook_activation") or []
+    if activation:
+        epochs = list(range(len(activation)))
+        panels.append(("codebook activation", "share of codewords used",
+                       {f"level {level + 1}": (epochs, [row[level] for row in activation])
+                        for level in range(len(activation[0]))}))
+    return panels
+
+
+def plot_training(result, path):
+    """Write the PNG; returns ``{"path", "panels": [title of each drawn axis]}`` (path None
+    and no file when the run recorded no epoch)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    panels = training_panels(result)
+    if not panels:
+        return {"path": None, "panels": []}
+    figure = Figure(figsize=(4.5 * len(panels), 3.6))
+    FigureCanvasAgg(figure)
+    for index, (title, ylabel, lines) in enumerate(panels):
+        axis = figure.add_subplot(1, len(panels), index + 1)
+        for label, (xs, ys) in lines.items():
+            axis.plot(xs, ys, marker="o", markersize=3, label=label)
+        axis.set_title(title)
+        axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.set_ylabel(ylabel)
+        axis.grid(alpha=0.3)
+        if len(lines) > 1:
+            axis.legend()
+    figure.suptitle(f"{result.get('model', '')} on {result.get('dataset', '')}")
+    figure.tight_layout()
+    with atomic_output(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=110)
+    return {"path": path, "panels": [axis.get_title() for axis in figure.axes]}
