@@ -164,3 +164,20 @@ def test_cache_follows_changes_of_the_item_file(tiny_built, tiny_dataset, shared
     updated = load_item_text_embeddings(config, dataset)
     expected = encode(["title: Garden Hose; brand: Acme"])[0]
     np.testing.assert_allclose(item_row(updated, dataset, "i01"), expected, atol=1e-5)
+
+
+def test_loading_the_packaged_encoder_leaves_the_environment_alone():
+    # A fresh process without HF_HUB_OFFLINE: the local model loads offline, and the
+    # variable is still unset afterwards (no process-wide side effect of the library).
+    import subprocess
+    import sys
+
+    code = (
+        "import os\n"
+        "from recbole_usr.data.text_embedding import load_sentence_encoder\n"
+        "encoder = load_sentence_encoder('all-MiniLM-L6-v2')\n"
+        "assert encoder.encode(['a lipstick']).shape == (1, 384)\n"
+        "assert 'HF_HUB_OFFLINE' not in os.environ, os.environ['HF_HUB_OFFLINE']\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "HF_HUB_OFFLINE"}
+    assert subprocess.run([sys.executable, "-c", code], env=env, timeout=300).returncode == 0

@@ -44,13 +44,12 @@ def resolve_encoder_path(name):
 
 
 def load_sentence_encoder(name, device="cpu"):
-    """A ``SentenceTransformer`` for any model name or local path; no hub call for local ones."""
+    """A ``SentenceTransformer`` for any model name or local path; no hub call for local ones
+    (asked of this load alone: the process's environment, e.g. ``HF_HUB_OFFLINE``, is left as is)."""
     path = resolve_encoder_path(name)
-    if os.path.isdir(path):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(path, device=str(device))
+    return SentenceTransformer(path, device=str(device), local_files_only=os.path.isdir(path))
 
 
 def encode_texts(texts, encoder_name, batch_size=128, device="cpu", show_progress=True):
