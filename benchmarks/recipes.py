@@ -37,9 +37,14 @@ def parse_recipe(token):
     return name, overrides
 
 
+def recipe_settings_hash(dataset, token, threads, extra):
+    """Everything a recipe run is given but its seed (``--set`` and threads included)."""
+    return settings_hash({"dataset": dataset, "recipe": token, "threads": threads, **extra})
+
+
 def result_path(dataset, token, seed, threads, extra):
-    """One file per dataset, recipe token, seed and settings (``--set`` and threads hashed in)."""
-    settings = settings_hash({"dataset": dataset, "recipe": token, "threads": threads, **extra})
+    """One file per dataset, recipe token, seed and settings."""
+    settings = recipe_settings_hash(dataset, token, threads, extra)
     return os.path.join(RESULTS_DIR, f"recipe-{slug(dataset)}-{slug(token)}-s{seed}-{settings}.json")
 
 
@@ -55,6 +60,7 @@ def run_recipe(dataset, token, seed, threads, extra, reeval):
     print(f"[recipes] {token} on {dataset}, seed {seed} ...", flush=True)
     record = {"suite": "recipe", "recipe": name, "label": token, "dataset": dataset, "seed": seed,
               "overrides": {**overrides, **extra}, "machine": machine_name(),
+              "settings_hash": recipe_settings_hash(dataset, token, threads, extra),
               **run_json_command(command, raw, threads)}
     with open(out, "w") as f:
         json.dump(record, f, indent=2, default=float)

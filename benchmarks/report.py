@@ -265,20 +265,21 @@ PUBLISHED_SEEN_REMOVED = {
 
 
 def recipe_table(records, dataset):
-    """Recipe runs (``python -m benchmarks.recipes``): a row per recipe token, code, threads and
-    machine, mean ± sd over seeds under both full-ranking protocols, the uni99 re-test, time to
-    the best validation epoch and peak memory; failed runs counted in their row."""
+    """Recipe runs (``python -m benchmarks.recipes``): a row per recipe token, settings, code,
+    threads and machine, mean ± sd over seeds under both full-ranking protocols, the uni99
+    re-test, time to the best validation epoch and peak memory; failed runs counted in their row."""
     groups = defaultdict(list)
     for record in records:
         if record.get("suite") == "recipe" and record.get("dataset") == dataset:
-            key = (record["label"], code_label(record), threads_used(record), record.get("machine"))
+            key = (record["label"], settings_key(record), code_label(record), threads_used(record),
+                   record.get("machine"))
             groups[key].append(record)
     if not groups:
         return ""
     lines = ["| recipe | seeds ok (failed) | R@10 seen kept | N@10 seen kept | R@10 seen removed | N@10 seen removed "
              "| uni99 HR@10 | uni99 N@10 | best valid N@10 (epoch) | s to best valid | peak RSS MiB | item params "
              "| code, threads, machine |", "|" + "---|" * 13]
-    for (label, _, threads, machine), runs in sorted(groups.items(), key=lambda kv: kv[0]):
+    for (label, _, _, threads, machine), runs in sorted(groups.items(), key=lambda kv: kv[0]):
         ok = [r for r in runs if r.get("returncode") == 0 and r.get("test_result_by_protocol")]
         cells = []
         for protocol in ("history_kept", "history_removed"):

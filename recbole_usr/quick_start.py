@@ -34,7 +34,7 @@ from recbole_usr.data.atomic_file_checks import check_atomic_files
 from recbole_usr.data.cold_start import create_dataset  # RecBole's, plus the cold-item split
 from recbole_usr.data.dataset_lookup import find_dataset_root
 from recbole_usr.evaluation.sampled_from_full_sort import sampled_predict_from_full_sort
-from recbole_usr.evaluation.seen_items import PROTOCOL_NAMES, seen_items_removed
+from recbole_usr.evaluation.seen_items import PROTOCOL_NAMES, SeenItemMask, seen_items_removed
 from recbole_usr.quantization import degenerate_code_warnings
 from recbole_usr.semantic_id_artifact import attach_checkpoint_semantic_ids, prepare_semantic_ids
 from recbole_usr.trainer import named_losses
@@ -270,15 +270,17 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True):
     trainer.saved_model_file = unique_checkpoint_path(config)
     epoch_log = record_epochs(trainer)
     filter_seen = bool(config["filter_seen_items"])
+    full_ranking_test = eval_modes(config)["test"] == "full"
+    seen_mask = SeenItemMask(train_data._dataset, trainer.device) if filter_seen or full_ranking_test else None
     with fast_sampled_evaluation(config, model):
         start = time.time()
-        with seen_items_removed(trainer, train_data._dataset, filter_seen):
+        with seen_items_removed(trainer, seen_mask if filter_seen else None):
             best_valid_score, best_valid_result = trainer.fit(
                 train_data, valid_data, saved=saved, show_progress=config["show_progress"]
             )
         train_seconds = time.time() - start
         start = time.time()
-        test_by_protocol = test_both_protocols(trainer, train_data._dataset, test_data, saved, config)
+        test_by_protocol = test_both_protocols(trainer, seen_mask, test_data, saved, config)
         test_result = test_by_protocol[PROTOCOL_NAMES[filter_seen]]
         test_seconds = time.time() - start
 
@@ -316,15 +318,14 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True):
     }
 
 
-def test_both_protocols(trainer, train_dataset, test_data, load_best_model, config):
+def test_both_protocols(trainer, seen_mask, test_data, load_best_model, config):
     """Test metrics with the user's seen items kept in the ranking (RecBole) and removed
-    (RecTools / eSASRec), so every number can be compared like for like; sampled protocols
-    never rank seen items, so they get one entry."""
+    (RecTools / eSASRec; ``seen_mask``), so every number can be compared like for like;
+    sampled protocols never rank seen items, so they get one entry."""
     results = {}
-    modes = config["eval_args"]["mode"]
-    full_ranking = (modes.get("test") if isinstance(modes, dict) else modes) == "full"
+    full_ranking = eval_modes(config)["test"] == "full"
     for filter_seen in (False, True) if full_ranking else (bool(config["filter_seen_items"]),):
-        with seen_items_removed(trainer, train_dataset, filter_seen):
+        with seen_items_removed(trainer, seen_mask if filter_seen else None):
             results[PROTOCOL_NAMES[filter_seen]] = trainer.evaluate(
                 test_data, load_best_model=load_best_model, show_progress=config["show_progress"]
             )
@@ -332,13 +333,17 @@ def test_both_protocols(trainer, train_dataset, test_data, load_best_model, conf
     return results
 
 
+def eval_modes(config):
+    """``{"valid": mode, "test": mode}`` from RecBole's ``eval_args.mode`` (one string or per phase)."""
+    modes = config["eval_args"]["mode"]
+    return dict(modes) if isinstance(modes, dict) else {"valid": modes, "test": modes}
+
+
 def fast_sampled_evaluation(config, model):
     """Context in which sampled evaluation (uniN / popN) scores each distinct history once
     (recbole_usr/evaluation/sampled_from_full_sort.py); property
     ``sampled_eval_from_full_sort``, on by default. Full ranking is untouched."""
-    modes = config["eval_args"]["mode"]
-    modes = modes.values() if isinstance(modes, dict) else [modes]
-    if config["sampled_eval_from_full_sort"] is False or all(mode == "full" for mode in modes):
+    if config["sampled_eval_from_full_sort"] is False or all(mode == "full" for mode in eval_modes(config).values()):
         return contextlib.nullcontext()
     return sampled_predict_from_full_sort(model)
 

@@ -29,3 +29,23 @@ def test_reevaluated_checkpoint_becomes_a_row_with_both_commands():
     assert rows[0]["test_result"] == {"ndcg@10": 0.39}
     assert "recbole_usr.evaluate" in rows[0]["command"] and "--epochs=30" in rows[0]["command"]
     assert trained["test_result"] == {"ndcg@10": 0.04}  # the full-ranking record is untouched
+
+
+def recipe_record(seed, settings, ndcg_kept, ndcg_removed):
+    return {"suite": "recipe", "label": "id_ss", "dataset": "D", "seed": seed, "settings_hash": settings,
+            "git_describe": "abc1234", "threads": 1, "machine": "M", "returncode": 0,
+            "command": f"run_recbole_usr.py --seed={seed}",
+            "test_result_by_protocol": {"history_kept": {"recall@10": 0.1, "ndcg@10": ndcg_kept},
+                                        "history_removed": {"recall@10": 0.2, "ndcg@10": ndcg_removed}}}
+
+
+def test_recipe_table_averages_seeds_of_one_setting_only():
+    from benchmarks.report import recipe_table
+
+    records = [recipe_record(1, "s60", 0.03, 0.05), recipe_record(2, "s60", 0.05, 0.07), recipe_record(1, "s6", 0.01, 0.02)]
+    rows = [line for line in recipe_table(records, "D").splitlines()[2:] if line.startswith("| id_ss")]
+    assert len(rows) == 2
+    averaged = next(row for row in rows if "1,2 (0)" in row)
+    assert "0.0400 ± 0.0141" in averaged and "0.0600 ± 0.0141" in averaged
+    single = next(row for row in rows if row is not averaged)
+    assert "| 1 (0) |" in single and "0.0100" in single and "0.0200" in single

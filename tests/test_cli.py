@@ -91,20 +91,22 @@ def test_parse_args_rejects_malformed_arguments(argv, capsys):
     assert "epochs" in capsys.readouterr().err
 
 
+def tiny_sasrec_argv(tiny_dataset, tmp_path, *extra):
+    """Command-line arguments for a small RecBole SASRec run on the tiny dataset."""
+    return [
+        "--model=SASRec",
+        f"--dataset={tiny_dataset.name}",
+        f"--config_files={tiny_dataset.yaml_path}",
+        f"--data_path={tiny_dataset.data_path}",
+        f"--checkpoint_dir={tmp_path / 'saved'}",
+        *extra,
+        *[f"--{key}={value}" for key, value in SMALL_SASREC.items()],
+    ]
+
+
 def test_main_trains_and_writes_results(tiny_dataset, tmp_path):
     results_file = tmp_path / "results.json"
-    overrides = [f"--{key}={value}" for key, value in SMALL_SASREC.items()]
-    result = run_command(
-        [
-            "--model=SASRec",
-            f"--dataset={tiny_dataset.name}",
-            f"--config_files={tiny_dataset.yaml_path}",
-            f"--data_path={tiny_dataset.data_path}",
-            f"--checkpoint_dir={tmp_path / 'saved'}",
-            f"--results_file={results_file}",
-            *overrides,
-        ]
-    )
+    result = run_command(tiny_sasrec_argv(tiny_dataset, tmp_path, f"--results_file={results_file}"))
     written = json.loads(results_file.read_text())
     assert written["model"] == result["model"] == "SASRec"
     assert written["dataset"] == tiny_dataset.name
@@ -121,3 +123,11 @@ def test_main_trains_and_writes_results(tiny_dataset, tmp_path):
         assert by_protocol["history_removed"][metric] >= by_protocol["history_kept"][metric]
     assert by_protocol["history_removed"]["recall@5"] > by_protocol["history_kept"]["recall@5"]
     assert written["model_file"].startswith(str(tmp_path / "saved"))
+
+
+def test_filter_seen_items_selects_and_reports_the_seen_removed_protocol(tiny_dataset, tmp_path):
+    result = run_command(tiny_sasrec_argv(tiny_dataset, tmp_path, "--filter_seen_items=True"))
+    assert result["protocol"] == "history_removed"
+    by_protocol = result["test_result_by_protocol"]
+    assert result["test_result"] == pytest.approx(by_protocol["history_removed"])
+    assert by_protocol["history_removed"]["recall@5"] > by_protocol["history_kept"]["recall@5"]

@@ -38,12 +38,12 @@ class SeenItemMask:
 
 
 @contextlib.contextmanager
-def seen_items_removed(trainer, train_dataset, enabled=True):
-    """Within the context, ``trainer``'s full-ranking evaluation removes seen items."""
-    if not enabled:
+def seen_items_removed(trainer, mask):
+    """Within the context, ``trainer``'s full-ranking evaluation removes the items ``mask``
+    (a :class:`SeenItemMask`, built once per run) says each row has seen; ``None``: unchanged."""
+    if mask is None:
         yield
         return
-    mask = SeenItemMask(train_dataset, trainer.device)
     full_sort_batch_eval = trainer._full_sort_batch_eval
 
     def masked_full_sort_batch_eval(batched_data):

@@ -23,6 +23,7 @@ from torch import nn
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.model.layers import TransformerEncoder
 
+from recbole_usr.config_values import config_value
 from recbole_usr.data.user_history import item_user_counts
 from recbole_usr.data.whole_sequence import WholeSequenceDataset
 from recbole_usr.model.distinct_histories import distinct_histories
@@ -59,8 +60,8 @@ class UnifiedSASRec(CarriesSemanticIDs, SequentialRecommender):
         if self.loss_type not in ("CE", "BCE", "SS"):
             raise NotImplementedError("Make sure 'loss_type' in ['CE', 'BCE', 'SS']!")
         self.train_neg_num = config["train_neg_num"]
-        self.train_neg_sampling = config["train_neg_sampling"] or "uniform"
-        self.train_neg_share = config["train_neg_share"] or "sequence"
+        self.train_neg_sampling = config_value(config, "train_neg_sampling", "uniform")
+        self.train_neg_share = config_value(config, "train_neg_share", "sequence")
         if self.train_neg_share not in ("sequence", "position"):
             raise ValueError(f"train_neg_share must be sequence or position, got '{self.train_neg_share}'.")
         if self.loss_type == "SS" and not (isinstance(self.train_neg_num, int) and self.train_neg_num > 0):
