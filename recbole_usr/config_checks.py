@@ -27,7 +27,7 @@ POSITIVE_INTS = (
 )
 NON_NEGATIVE_INTS = ("id_dim", "rq_pretrain_epochs", "rq_dead_code_steps", "tokenizer_dead_code_steps", "stopping_step")
 MIN_INTS = {"rq_codebook_size": 2}  # one codeword per level gives every item the same semantic ID
-POSITIVE_FLOATS = ("learning_rate", "rq_pretrain_lr", "tokenizer_lr")
+POSITIVE_FLOATS = ("learning_rate", "rq_pretrain_lr", "tokenizer_lr", "train_time_budget")
 NON_NEGATIVE_FLOATS = ("rq_beta", "rq_loss_weight", "recon_loss_weight", "rq_rec_grad_scale")
 UNIT_INTERVAL = ("hidden_dropout_prob", "attn_dropout_prob", "rq_dropout", "cold_item_ratio")  # [0, 1)
 BOOLS = (
@@ -40,6 +40,9 @@ CHOICES = {
     "rq_train_mode": ("end_to_end", "two_stage"),
     "spm_model_type": ("bpe", "unigram"),
     "rq_cosine_codewords": ("raw", "unit"),
+    "transformer_layout": ("post_ln", "pre_ln"),
+    "position_index": ("start", "end"),
+    "weight_init": ("normal", "xavier_normal"),
 }
 SINGLE_NAME_LISTS = ("text_fields",)  # --text_fields=title arrives as the string 'title'
 NAME_LISTS = ("text_fields", "rq_distances", "tokenizer_schemes")  # --x=[a, b] arrives as the string '[a, b]'
@@ -76,6 +79,8 @@ def value_errors(config):
     check(NON_NEGATIVE_FLOATS, lambda v: is_number(v) and v >= 0, "a number >= 0")
     check(UNIT_INTERVAL, lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)")
     check(["rq_ema_decay"], lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1]")
+    check(["adam_betas"], lambda v: isinstance(v, (list, tuple)) and len(v) == 2
+          and all(is_number(b) and 0 <= b < 1 for b in v), "two numbers in [0, 1), e.g. [0.9, 0.98]")
     check(BOOLS, lambda v: isinstance(v, bool), "True or False")
     for key, accepted in CHOICES.items():
         check([key], lambda v, accepted=accepted: v in accepted, f"one of {list(accepted)}")

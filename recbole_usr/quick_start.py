@@ -315,6 +315,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True):
         "torch_threads": torch.get_num_threads(),
         "warnings": semantic_id_warnings(config, model),
         "code_churn": list(getattr(trainer, "code_churn", [])),
+        "stopped_by_time_budget": bool(getattr(trainer, "stopped_by_time_budget", False)),
     }
 
 

@@ -1,7 +1,13 @@
 """RecBole's Trainer, plus loss names and per-epoch codebook health for the plugin's models."""
 
+from time import time
+
+from torch import optim
+
 from recbole.trainer import Trainer
 from recbole.utils import set_color
+
+from recbole_usr.config_values import config_value
 
 
 def named_losses(model, losses):
@@ -15,10 +21,52 @@ def named_losses(model, losses):
     return dict(zip(names, (float(value) for value in values)))
 
 
+class TimeBudgetSpent(Exception):
+    """Raised at an epoch boundary once ``train_time_budget`` seconds of training have passed."""
+
+
 class NamedLossTrainer(Trainer):
     """Logs each epoch's losses by the model's ``loss_names`` (``rec_loss``, ``rq_loss``,
     ``recon_loss``) instead of RecBole's ``train_loss1..3``, in the log and in TensorBoard;
-    a model without names is logged as RecBole logs it."""
+    a model without names is logged as RecBole logs it.
+
+    Two properties RecBole's Trainer lacks: ``adam_betas`` (Adam / AdamW moments; RecTools'
+    SASRec uses [0.9, 0.98]) and ``train_time_budget`` (seconds: no epoch starts after it,
+    and the best checkpoint so far is what gets tested; ``stopped_by_time_budget`` says so).
+    """
+
+    stopped_by_time_budget = False
+
+    def _build_optimizer(self, **kwargs):
+        betas = config_value(self.config, "adam_betas", None)
+        learner = kwargs.get("learner", self.learner)
+        if betas is None or learner.lower() not in ("adam", "adamw"):
+            return super()._build_optimizer(**kwargs)
+        optimizer = optim.Adam if learner.lower() == "adam" else optim.AdamW
+        return optimizer(kwargs.get("params", self.model.parameters()),
+                         lr=kwargs.get("learning_rate", self.learning_rate),
+                         weight_decay=kwargs.get("weight_decay", self.weight_decay), betas=tuple(betas))
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        self._fit_started = time()
+        try:
+            return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+        except TimeBudgetSpent:
+            self.stopped_by_time_budget = True
+            self.logger.warning(f"train_time_budget ({self.config['train_time_budget']} s) spent: stopped before "
+                                f"epoch {len(self.train_loss_dict)}; the best checkpoint so far is kept.")
+            return self.best_valid_score, self.best_valid_result
+
+    def check_time_budget(self, epoch_idx):
+        """Raise :class:`TimeBudgetSpent` instead of starting an epoch past ``train_time_budget``."""
+        budget = config_value(self.config, "train_time_budget", None)
+        started = getattr(self, "_fit_started", None)
+        if budget is not None and started is not None and epoch_idx > self.start_epoch and time() - started >= budget:
+            raise TimeBudgetSpent()
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self.check_time_budget(epoch_idx)
+        return super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
 
     def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
         if not getattr(self.model, "loss_names", None):
@@ -49,6 +97,7 @@ class SemanticIDTrainer(NamedLossTrainer):
         self.code_churn = []
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self.check_time_budget(epoch_idx)  # before the codes are refreshed for an epoch that will not run
         item_repr = getattr(self.model, "item_repr", None)
         refresh = getattr(item_repr, "refresh_codes", None)
         if refresh is not None and getattr(item_repr, "train_mode", None) == "end_to_end":

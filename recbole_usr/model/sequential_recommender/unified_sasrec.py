@@ -29,6 +29,7 @@ from recbole_usr.data.whole_sequence import WholeSequenceDataset
 from recbole_usr.model.distinct_histories import distinct_histories
 from recbole_usr.model.item_representations import build_item_representation, log_parameter_counts
 from recbole_usr.model.item_representations import uses_semantic_ids as representation_uses_semantic_ids
+from recbole_usr.model.pre_ln_transformer import PreLNTransformerEncoder
 from recbole_usr.semantic_id_artifact import CarriesSemanticIDs
 from recbole_usr.trainer import SemanticIDTrainer
 
@@ -79,18 +80,25 @@ class UnifiedSASRec(CarriesSemanticIDs, SequentialRecommender):
             raise ValueError(
                 f"hidden size {self.hidden_size} (id_dim + semantic_dim) must be divisible by n_heads={self.n_heads}."
             )
+        self.transformer_layout = config_value(config, "transformer_layout", "post_ln")
+        self.position_index = config_value(config, "position_index", "start")
+        self.weight_init = config_value(config, "weight_init", "normal")
+        for key, value, allowed in (("transformer_layout", self.transformer_layout, ("post_ln", "pre_ln")),
+                                    ("position_index", self.position_index, ("start", "end")),
+                                    ("weight_init", self.weight_init, ("normal", "xavier_normal"))):
+            if value not in allowed:
+                raise ValueError(f"{key} must be one of {', '.join(allowed)}, got '{value}'.")
         self.position_embedding = nn.Embedding(self.max_seq_length, self.hidden_size)
-        self.trm_encoder = TransformerEncoder(
-            n_layers=self.n_layers,
-            n_heads=self.n_heads,
-            hidden_size=self.hidden_size,
-            inner_size=self.inner_size,
-            hidden_dropout_prob=self.hidden_dropout_prob,
-            attn_dropout_prob=self.attn_dropout_prob,
-            hidden_act=self.hidden_act,
-            layer_norm_eps=self.layer_norm_eps,
-        )
-        self.LayerNorm = nn.LayerNorm(self.hidden_size, eps=self.layer_norm_eps)
+        layer_args = dict(n_layers=self.n_layers, n_heads=self.n_heads, hidden_size=self.hidden_size,
+                          inner_size=self.inner_size, hidden_dropout_prob=self.hidden_dropout_prob,
+                          attn_dropout_prob=self.attn_dropout_prob, hidden_act=self.hidden_act,
+                          layer_norm_eps=self.layer_norm_eps)
+        if self.transformer_layout == "post_ln":  # RecBole's: LayerNorm(item + position), post-LN blocks
+            self.trm_encoder = TransformerEncoder(**layer_args)
+            self.LayerNorm = nn.LayerNorm(self.hidden_size, eps=self.layer_norm_eps)
+        else:  # the original SASRec's: no input LayerNorm, pre-LN blocks, a final LayerNorm
+            self.trm_encoder = PreLNTransformerEncoder(**layer_args)
+            self.LayerNorm = nn.Identity()
         self.dropout = nn.Dropout(self.hidden_dropout_prob)
 
         # Items held out by the cold-item split do not exist at training time: with
@@ -115,6 +123,8 @@ class UnifiedSASRec(CarriesSemanticIDs, SequentialRecommender):
 
         for module in (self.position_embedding, self.trm_encoder, self.LayerNorm):
             module.apply(self._init_weights)  # the item representation initialises itself
+        if self.weight_init == "xavier_normal":  # RecTools' SASRec: every matrix, item tables included
+            self.xavier_normal_init()
         self.parameter_counts = log_parameter_counts(self.item_repr)
 
     def _init_weights(self, module):
@@ -126,6 +136,17 @@ class UnifiedSASRec(CarriesSemanticIDs, SequentialRecommender):
             module.weight.data.fill_(1.0)
         if isinstance(module, nn.Linear) and module.bias is not None:
             module.bias.data.zero_()
+
+    def xavier_normal_init(self):
+        """Xavier-normal for every weight matrix of the backbone and every embedding table of the
+        item representation (not its tokenizer, which has its own initialisation and pre-training)."""
+        matrices = [p for p in (*self.position_embedding.parameters(), *self.trm_encoder.parameters()) if p.dim() > 1]
+        matrices += [m.weight for m in self.item_repr.modules() if isinstance(m, nn.Embedding)]
+        for matrix in matrices:
+            nn.init.xavier_normal_(matrix.data)
+        for embedding in (m for m in self.item_repr.modules() if isinstance(m, nn.Embedding)):
+            if embedding.padding_idx is not None:
+                embedding.weight.data[embedding.padding_idx].zero_()
 
     def item_table(self, batch_items=None):
         """``([n_items, hidden], auxiliary losses)``: one table embeds inputs and scores candidates.
@@ -141,11 +162,22 @@ class UnifiedSASRec(CarriesSemanticIDs, SequentialRecommender):
         """Transformer output at every position ``[B, L', H]``, L' = the batch's longest sequence."""
         max_len = int((item_seq != 0).sum(dim=1).max().clamp(min=1))
         item_seq = item_seq[:, :max_len]
-        position_ids = torch.arange(max_len, dtype=torch.long, device=item_seq.device)
-        input_emb = F.embedding(item_seq, item_table) + self.position_embedding(position_ids).unsqueeze(0)
+        input_emb = F.embedding(item_seq, item_table) + self.position_embedding(self.position_ids(item_seq))
         input_emb = self.dropout(self.LayerNorm(input_emb))
+        if self.transformer_layout == "pre_ln":
+            return self.trm_encoder(input_emb)
         attention_mask = self.get_attention_mask(item_seq)
         return self.trm_encoder(input_emb, attention_mask, output_all_encoded_layers=True)[-1]
+
+    def position_ids(self, item_seq):
+        """``[B, L]`` position of each item: counted from the first item (``position_index: start``,
+        RecBole's) or back from the last (``end``: the most recent item always has position 0,
+        as in the original SASRec's left-padded input). Padding gets position 0 either way."""
+        positions = torch.arange(item_seq.shape[1], device=item_seq.device).expand_as(item_seq)
+        if self.position_index == "start":
+            return positions
+        lengths = (item_seq != 0).sum(dim=1, keepdim=True)
+        return (lengths - 1 - positions).clamp(min=0)
 
     def forward(self, item_seq, item_seq_len, item_table=None):
         """Output at each row's last real position ``[B, H]``, computed in length buckets

@@ -1,0 +1,101 @@
+"""UnifiedSASRec's backbone options (transformer_layout, position_index, weight_init) and the
+trainer's adam_betas / train_time_budget."""
+
+import math
+
+import pytest
+import torch
+
+from conftest import prepare_tiny
+from recbole_usr.config_checks import value_errors
+from recbole_usr.trainer import SemanticIDTrainer
+from test_sampled_softmax import build, first_and_last_loss
+
+
+def test_position_index_end_counts_back_from_the_last_item(tiny_dataset):
+    item_seq = torch.tensor([[5, 6, 7, 0], [8, 0, 0, 0], [1, 2, 3, 4]])
+    _, start_model, _, _ = build(tiny_dataset)
+    _, end_model, _, _ = build(tiny_dataset, position_index="end")
+    assert start_model.position_ids(item_seq).tolist() == [[0, 1, 2, 3]] * 3
+    assert end_model.position_ids(item_seq).tolist() == [[2, 1, 0, 0], [0, 0, 0, 0], [3, 2, 1, 0]]
+
+
+@pytest.mark.parametrize("layout", ["post_ln", "pre_ln"])
+@pytest.mark.parametrize("position_index", ["start", "end"])
+def test_each_position_sees_only_earlier_items(tiny_dataset, layout, position_index):
+    """Changing the last item leaves every earlier output as it was and changes the last one
+    (with ``end`` positions a longer sequence shifts every position, so compare equal lengths)."""
+    _, model, _, _ = build(tiny_dataset, transformer_layout=layout, position_index=position_index,
+                           hidden_size=16, n_heads=2)
+    model.eval()
+    table, _ = model.item_table()
+    first = model.encode_sequence(torch.tensor([[3, 5, 2, 7]]), table)
+    second = model.encode_sequence(torch.tensor([[3, 5, 2, 9]]), table)
+    if position_index == "start":
+        assert torch.allclose(first[0, :3], second[0, :3], atol=1e-6)
+    assert not torch.allclose(first[0, 3], second[0, 3], atol=1e-4)
+    assert torch.isfinite(first).all()
+
+
+def test_pre_ln_has_no_input_layernorm_and_ends_with_one(tiny_dataset):
+    _, model, _, _ = build(tiny_dataset, transformer_layout="pre_ln", hidden_size=16)
+    assert isinstance(model.LayerNorm, torch.nn.Identity)
+    out = model.encode_sequence(torch.tensor([[3, 5, 2, 7]]), model.item_table()[0].detach())
+    # the final LayerNorm (weight 1, bias 0 at initialisation): each position has mean 0, variance 1
+    assert torch.allclose(out.mean(-1), torch.zeros(1, 4), atol=1e-5)
+    assert torch.allclose(out.var(-1, unbiased=False), torch.ones(1, 4), atol=1e-3)
+
+
+def test_pre_ln_ss_training_lowers_the_loss(tiny_dataset):
+    _, model, train_data, _ = build(tiny_dataset, transformer_layout="pre_ln", position_index="end",
+                                    weight_init="xavier_normal", hidden_act="relu", train_neg_num=8,
+                                    hidden_size=16, hidden_dropout_prob=0.0, attn_dropout_prob=0.0)
+    first, last = first_and_last_loss(model, next(iter(train_data)), steps=60)
+    assert last < 0.5 * first
+
+
+def test_xavier_normal_init_scales_the_id_table_by_its_shape(tiny_dataset):
+    _, normal, _, _ = build(tiny_dataset, hidden_size=64, initializer_range=0.5)
+    _, xavier, _, _ = build(tiny_dataset, hidden_size=64, initializer_range=0.5, weight_init="xavier_normal")
+    table = xavier.item_repr.embedding.weight.detach()
+    n_items, dim = table.shape
+    assert table[0].abs().sum() == 0  # padding row stays zero
+    assert table[1:].std().item() == pytest.approx(math.sqrt(2.0 / (n_items + dim)), rel=0.15)
+    assert normal.item_repr.embedding.weight[1:].std().item() == pytest.approx(0.5, rel=0.15)
+
+
+def test_adam_betas_reach_the_optimizer(tiny_dataset):
+    config, model, _, _ = build(tiny_dataset, adam_betas=[0.9, 0.98])
+    assert SemanticIDTrainer(config, model).optimizer.param_groups[0]["betas"] == (0.9, 0.98)
+    config, model, _, _ = build(tiny_dataset)
+    assert SemanticIDTrainer(config, model).optimizer.param_groups[0]["betas"] == (0.9, 0.999)  # torch's
+
+
+@pytest.mark.parametrize("key, value", [("adam_betas", [0.9]), ("adam_betas", [0.9, 1.5]),
+                                        ("transformer_layout", "pre-ln"), ("position_index", "last"),
+                                        ("weight_init", "xavier"), ("train_time_budget", 0)])
+def test_bad_backbone_and_trainer_values_are_named(key, value):
+    class Properties(dict):  # RecBole's Config answers None for a property nobody set
+        def __missing__(self, key):
+            return None
+
+    assert any(key in error for error in value_errors(Properties({key: value})))
+    assert value_errors(Properties({"adam_betas": [0.9, 0.98], "transformer_layout": "pre_ln"})) == []
+
+
+def fit(tiny_dataset, tmp_path, **overrides):
+    config, _, train_data, valid_data, _ = prepare_tiny(tiny_dataset, "UnifiedSASRec", {
+        "item_repr": "id", "hidden_size": 8, "n_layers": 1, "n_heads": 1, "inner_size": 16, "epochs": 4,
+        "stopping_step": 10, "show_progress": False, "state": "WARNING", "checkpoint_dir": str(tmp_path), **overrides})
+    from recbole_usr.model.sequential_recommender.unified_sasrec import UnifiedSASRec
+    trainer = SemanticIDTrainer(config, UnifiedSASRec(config, train_data._dataset))
+    trainer.fit(train_data, valid_data, saved=True)
+    return trainer
+
+
+def test_train_time_budget_stops_at_an_epoch_boundary_and_keeps_the_best_checkpoint(tiny_dataset, tmp_path):
+    spent = fit(tiny_dataset, tmp_path, train_time_budget=1e-9)
+    assert spent.stopped_by_time_budget and len(spent.train_loss_dict) == 1  # the first epoch always runs
+    assert torch.load(spent.saved_model_file, weights_only=False)["epoch"] == 0
+    unlimited = fit(tiny_dataset, tmp_path)
+    assert not unlimited.stopped_by_time_budget and len(unlimited.train_loss_dict) == 4
