@@ -289,9 +289,9 @@ def recipe_table(records, dataset):
         uni = [r["reevaluated"]["uni99"]["test_result"] for r in ok
                if (r.get("reevaluated") or {}).get("uni99", {}).get("test_result")]
         cells += [mean_spread([u["hit@10"] for u in uni]), mean_spread([u["ndcg@10"] for u in uni])]
-        best = [(max(r["valid_scores"]), r["valid_scores"].index(max(r["valid_scores"])) + 1)
-                for r in runs if r.get("valid_scores")]
-        cells.append(", ".join(f"{score:.4f} ({epoch})" for score, epoch in best))
+        best = [(max(r["valid_scores"]), r["valid_scores"].index(max(r["valid_scores"])) + 1,
+                 "‡" if r.get("stopped_by_time_budget") else "") for r in runs if r.get("valid_scores")]
+        cells.append(", ".join(f"{score:.4f} ({epoch}{mark})" for score, epoch, mark in best))
         to_best = [r["seconds_to_best_valid"] for r in ok if r.get("seconds_to_best_valid") is not None]
         cells.append(f"{statistics.mean(to_best):.0f}" if to_best else "")
         peaks = [r["peak_memory_mib"] for r in ok if r.get("peak_memory_mib")]
@@ -307,6 +307,9 @@ def recipe_table(records, dataset):
         lines.append(f"| *SASRec + SS, eSASRec benchmark (seen removed)* | | | | *{published['recall@10']:.4f}* "
                      f"| *{published['ndcg@10']:.4f}* | | | | | | | |")
     commands = sorted({re.sub(r"--seed=\d+", "--seed=<seed>", r.get("command", "")) for runs in groups.values() for r in runs})
+    if any(r.get("stopped_by_time_budget") for runs in groups.values() for r in runs):
+        lines.append("\n‡ stopped by `train_time_budget` (no epoch starts after it; the best checkpoint so far was "
+                     "tested): not converged if its best epoch is among the last.")
     return "\n".join(lines) + "\n\nCommands:\n\n" + "\n".join(f"- `{c}`" for c in commands) + "\n"
 
 

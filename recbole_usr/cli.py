@@ -13,6 +13,12 @@ def parse_args(argv=None):
     parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name")
     parser.add_argument("--config_files", type=str, default=None, help="space-separated yaml files")
     parser.add_argument("--results_file", type=str, default=None, help="write the results as JSON here")
+    # RecBole's multi-process flags (run_recbole.py); see recbole_usr/distributed.py
+    parser.add_argument("--nproc", type=int, default=1, help="processes on this machine")
+    parser.add_argument("--world_size", type=int, default=-1, help="processes on all machines (-1: nproc)")
+    parser.add_argument("--ip", type=str, default="localhost", help="address of the rank-0 machine")
+    parser.add_argument("--port", type=str, default="5678", help="free port on the rank-0 machine")
+    parser.add_argument("--group_offset", type=int, default=0, help="rank of this machine's first process")
     args, rest = parser.parse_known_args(argv)
     overrides = {}
     for arg in rest:
@@ -36,7 +42,8 @@ def run_command(argv=None):
 
     args, config_files, overrides = parse_args(argv)
     check_results_file(args.results_file)
-    result = run(args.model, args.dataset, config_file_list=config_files, config_dict=overrides)
+    result = run(args.model, args.dataset, config_file_list=config_files, config_dict=overrides, nproc=args.nproc,
+                 world_size=args.world_size, ip=args.ip, port=args.port, group_offset=args.group_offset)
     write_results(args.results_file, result, results_fallback_path(result))
     if args.results_file:  # after the results, so a plotting failure cannot lose them
         result["plot"] = plot_training(result, plot_path(args.results_file))

@@ -22,7 +22,7 @@ from logging import getLogger
 import recbole
 import torch
 import yaml
-from recbole.config import Config
+from recbole.config import Config as RecBoleConfig
 from recbole.data import data_preparation
 from recbole.utils import get_local_time, init_logger, init_seed, set_color
 from recbole.utils import argument_list
@@ -33,6 +33,7 @@ from recbole_usr.config_checks import check_property_values, check_unused_proper
 from recbole_usr.data.atomic_file_checks import check_atomic_files
 from recbole_usr.data.cold_start import create_dataset  # RecBole's, plus the cold-item split
 from recbole_usr.data.dataset_lookup import find_dataset_root
+from recbole_usr.distributed import DeviceAwareConfig, gathered, run_processes, shared_value, wait_for_all_ranks
 from recbole_usr.evaluation.sampled_from_full_sort import sampled_predict_from_full_sort
 from recbole_usr.evaluation.seen_items import PROTOCOL_NAMES, SeenItemMask, seen_items_removed
 from recbole_usr.quantization import degenerate_code_warnings
@@ -122,9 +123,11 @@ def build_config(model, dataset, config_file_list=None, config_dict=None, allow_
     model_name = model_class.__name__
     files = plugin_property_files(model_name, dataset) + list(config_file_list or [])
     file_keys = user_file_keys(config_file_list)
+    # one rank of a multi-process run (recbole_usr.distributed): gloo on CPU, NCCL on GPU
+    config_class = DeviceAwareConfig if "local_rank" in config_dict else RecBoleConfig
     with isolated_argv():
         try:
-            config = Config(model=model_class, dataset=dataset, config_file_list=files, config_dict=config_dict)
+            config = config_class(model=model_class, dataset=dataset, config_file_list=files, config_dict=config_dict)
         except ValueError as error:
             # RecBole insists on train_neg_sample_args=None for CE models but its overall.yaml
             # sets a sampler: drop the default unless the user asked for one.
@@ -132,7 +135,7 @@ def build_config(model, dataset, config_file_list=None, config_dict=None, allow_
             if "train_neg_sample_args" in user_keys or "when the loss_type is CE" not in str(error):
                 raise
             config_dict["train_neg_sample_args"] = None
-            config = Config(model=model_class, dataset=dataset, config_file_list=files, config_dict=config_dict)
+            config = config_class(model=model_class, dataset=dataset, config_file_list=files, config_dict=config_dict)
     if config["strict_properties"]:
         check_property_names(list(config_dict), "the command line / config_dict")
         check_property_names(file_keys, "the property files")
@@ -249,8 +252,16 @@ def build_model(config, train_dataset, stored_semantic_ids=None):
     return model_class(config, train_dataset).to(config["device"])
 
 
-def run(model, dataset, config_file_list=None, config_dict=None, saved=True):
-    """Train and test one model on one dataset; returns metrics, timings and the checkpoint."""
+def run(model, dataset, config_file_list=None, config_dict=None, saved=True, nproc=1, world_size=-1, ip="localhost",
+        port="5678", group_offset=0):
+    """Train and test one model on one dataset; returns metrics, timings and the checkpoint.
+
+    ``nproc`` > 1 (or ``world_size`` > 0) trains with RecBole's multi-process mechanism
+    (:mod:`recbole_usr.distributed`), ``world_size`` processes in all, ``nproc`` of them here."""
+    if (nproc > 1 or world_size > 0) and "local_rank" not in (config_dict or {}):
+        if not saved:
+            raise ValueError("a multi-process run must save its checkpoint: every rank tests the best one.")
+        return run_processes(model, dataset, config_file_list, config_dict, nproc, world_size, ip, port, group_offset)
     config = build_config(model, dataset, config_file_list, config_dict)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
@@ -267,7 +278,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True):
     logger.info(model)
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    trainer.saved_model_file = unique_checkpoint_path(config)
+    trainer.saved_model_file = shared_value(unique_checkpoint_path(config), config)  # rank 0's, on every rank
     epoch_log = record_epochs(trainer)
     filter_seen = bool(config["filter_seen_items"])
     full_ranking_test = eval_modes(config)["test"] == "full"
@@ -279,6 +290,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True):
                 train_data, valid_data, saved=saved, show_progress=config["show_progress"]
             )
         train_seconds = time.time() - start
+        wait_for_all_ranks(config)  # rank 0 has written the best checkpoint every rank now loads
         start = time.time()
         test_by_protocol = test_both_protocols(trainer, seen_mask, test_data, saved, config)
         test_result = test_by_protocol[PROTOCOL_NAMES[filter_seen]]
@@ -316,6 +328,8 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True):
         "warnings": semantic_id_warnings(config, model),
         "code_churn": list(getattr(trainer, "code_churn", [])),
         "stopped_by_time_budget": bool(getattr(trainer, "stopped_by_time_budget", False)),
+        # training rows each process iterates per epoch (RecBole shards them; the global batch stays train_batch_size)
+        "train_rows_per_rank": gathered(len(train_data.sampler), config),
     }
 
 

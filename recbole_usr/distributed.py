@@ -1,0 +1,137 @@
+"""RecBole's multi-process training (``nproc``, ``world_size``, ``ip``, ``port``, ``offset``),
+on CPU as well as GPU.
+
+Why: RecBole 1.2.1 starts every process group with NCCL and puts each rank on
+``cuda:<local_rank>``, so ``--nproc=2`` cannot start on a CPU machine, and its DDP wrapper
+passes ``device_ids`` that torch rejects for a CPU module. Everything else is RecBole's own
+mechanism, used as it is: a process per rank, ``DistributedSampler`` shards, the trainer's
+gradient hooks and the ``all_gather`` of evaluation metrics. Here the backend follows the
+device (gloo on CPU, NCCL on GPU), and the spawned ranks run the plugin's :func:`run`, so
+plugin models, properties and both evaluation protocols work the same with one process or many.
+
+Nothing here is global to a user's process: the trainer patch is applied inside the spawned
+ranks, for the duration of their run.
+"""
+
+import contextlib
+import os
+
+import torch
+from recbole.config import Config
+
+
+def is_distributed(config):
+    """Whether this process is one rank of a multi-process run."""
+    return not config["single_spec"]
+
+
+class DeviceAwareConfig(Config):
+    """RecBole's ``Config`` whose process group uses gloo on CPU and NCCL on GPU."""
+
+    def _init_device(self):
+        if "local_rank" not in self.final_config_dict:
+            return super()._init_device()
+        settings = self.final_config_dict
+        gpu_id = settings["gpu_id"]
+        gpu_id = ",".join(map(str, gpu_id)) if isinstance(gpu_id, (tuple, list)) else str(gpu_id)
+        settings["gpu_id"] = gpu_id
+        use_gpu = bool(settings["use_gpu"]) and torch.cuda.is_available() and len(gpu_id) > 0
+        if use_gpu:
+            os.environ["CUDA_VISIBLE_DEVICES"] = gpu_id  # as RecBole's _init_device does
+            if len(gpu_id.split(",")) < settings["nproc"]:
+                raise ValueError(f"nproc={settings['nproc']} processes need as many GPUs in gpu_id, got '{gpu_id}'.")
+        if not torch.distributed.is_initialized():  # a Config may be built twice in one rank
+            torch.distributed.init_process_group(
+                backend="nccl" if use_gpu else "gloo", rank=settings["local_rank"] + settings["offset"],
+                world_size=settings["world_size"], init_method=f"tcp://{settings['ip']}:{settings['port']}",
+            )
+        if use_gpu:
+            settings["device"] = torch.device("cuda", settings["local_rank"])
+            torch.cuda.set_device(settings["local_rank"])
+        else:
+            settings["device"] = torch.device("cpu")
+        settings["single_spec"] = False
+        if settings["local_rank"] != 0:  # one rank logs, as in RecBole
+            settings["state"] = "error"
+            settings["show_progress"] = False
+            settings["verbose"] = False
+
+
+def cpu_aware_ddp(module, device_ids=None, **kwargs):
+    """``DistributedDataParallel`` without ``device_ids`` for a CPU module (torch requires it)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    on_cpu = next(module.parameters()).device.type == "cpu"
+    return DistributedDataParallel(module, device_ids=None if on_cpu else device_ids, **kwargs)
+
+
+@contextlib.contextmanager
+def recbole_trainer_ddp_on_cpu():
+    """Within the context, RecBole's trainers wrap CPU models in DDP the way torch accepts."""
+    import recbole.trainer.trainer as recbole_trainer
+
+    saved = recbole_trainer.DistributedDataParallel
+    recbole_trainer.DistributedDataParallel = cpu_aware_ddp
+    try:
+        yield
+    finally:
+        recbole_trainer.DistributedDataParallel = saved
+
+
+def shared_value(value, config):
+    """Rank 0's ``value`` on every rank (e.g. the checkpoint path every rank must read)."""
+    if not is_distributed(config):
+        return value
+    holder = [value]
+    torch.distributed.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def gathered(value, config):
+    """``[value of rank 0, value of rank 1, ...]`` (just ``[value]`` in one process)."""
+    if not is_distributed(config):
+        return [value]
+    values = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(values, value)
+    return values
+
+
+def wait_for_all_ranks(config):
+    """A barrier: e.g. no rank reads the best checkpoint before rank 0 has written it."""
+    if is_distributed(config):
+        torch.distributed.barrier()
+
+
+def rank_worker(local_rank, run_args, queue):
+    """One spawned rank: the plugin's ``run`` with ``local_rank`` set; rank 0 returns the result."""
+    from recbole_usr.quick_start import run
+
+    model, dataset, config_file_list, config_dict = run_args
+    config_dict = {**config_dict, "local_rank": local_rank}
+    try:
+        with recbole_trainer_ddp_on_cpu():
+            result = run(model, dataset, config_file_list, config_dict)
+        if local_rank == 0:
+            queue.put(result)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def run_processes(model, dataset, config_file_list=None, config_dict=None, nproc=2, world_size=-1, ip="localhost",
+                  port="5678", group_offset=0):
+    """RecBole's ``run(..., nproc=...)`` for the plugin: ``nproc`` local ranks of a group of
+    ``world_size`` processes (all machines together; -1 = nproc), ranks ``group_offset`` to
+    ``group_offset + nproc - 1`` on this machine; rank 0's result."""
+    import torch.multiprocessing as mp
+
+    if nproc < 1:
+        raise ValueError(f"nproc must be a positive integer, got {nproc!r}.")
+    world_size = nproc if world_size in (None, -1) else world_size
+    if world_size < nproc + group_offset:
+        raise ValueError(f"world_size={world_size} is smaller than nproc + group_offset = {nproc + group_offset}.")
+    config_dict = {**(config_dict or {}), "world_size": world_size, "ip": ip, "port": str(port), "nproc": nproc,
+                   "offset": group_offset}
+    queue = mp.get_context("spawn").SimpleQueue()
+    mp.spawn(rank_worker, args=((model, dataset, config_file_list, config_dict), queue), nprocs=nproc, join=True)
+    return None if queue.empty() else queue.get()
