@@ -23,7 +23,7 @@ POSITIVE_INTS = (
     "n_heads", "inner_size", "semantic_dim", "rq_levels", "rq_pretrain_batch_size", "text_batch_size",
     "spm_vocab_size", "hash_buckets", "ngram_n", "train_length_buckets", "tokenizer_epochs",
     "tokenizer_batch_size", "tokenizer_kmeans_iters", "rq_kmeans_iters", "beam_size", "history_max_items", "n_user_tokens",
-    "n_encoder_layers", "n_decoder_layers", "length_buckets",
+    "n_encoder_layers", "n_decoder_layers", "length_buckets", "lr_constant_steps",
 )
 NON_NEGATIVE_INTS = ("id_dim", "rq_pretrain_epochs", "rq_dead_code_steps", "tokenizer_dead_code_steps", "stopping_step")
 MIN_INTS = {"rq_codebook_size": 2}  # one codeword per level gives every item the same semantic ID
@@ -43,6 +43,7 @@ CHOICES = {
     "transformer_layout": ("post_ln", "pre_ln"),
     "position_index": ("start", "end"),
     "weight_init": ("normal", "xavier_normal"),
+    "lr_schedule": ("inverse_sqrt",),
 }
 SINGLE_NAME_LISTS = ("text_fields",)  # --text_fields=title arrives as the string 'title'
 NAME_LISTS = ("text_fields", "rq_distances", "tokenizer_schemes")  # --x=[a, b] arrives as the string '[a, b]'

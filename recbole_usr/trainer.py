@@ -2,6 +2,7 @@
 
 from time import time
 
+import torch
 from torch import optim
 
 from recbole.trainer import Trainer
@@ -21,6 +22,21 @@ def named_losses(model, losses):
     return dict(zip(names, (float(value) for value in values)))
 
 
+def learning_rate_schedule(optimizer, config):
+    """``lr_schedule: inverse_sqrt``: the learning rate stays for ``lr_constant_steps`` optimizer
+    steps, then decays as ``sqrt(lr_constant_steps / step)`` (TIGER's schedule); stepped by a
+    hook after every optimizer step, so RecBole's training loop needs no change. ``~``: constant."""
+    schedule = config_value(config, "lr_schedule", None)
+    if schedule is None:
+        return None
+    if schedule != "inverse_sqrt":
+        raise ValueError(f"lr_schedule must be inverse_sqrt or ~, got '{schedule}'.")
+    constant = max(int(config_value(config, "lr_constant_steps", 10000)), 1)
+    scheduler = optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (constant / max(step, 1)) ** 0.5))
+    optimizer.register_step_post_hook(lambda *_: scheduler.step())
+    return scheduler
+
+
 class TimeBudgetSpent(Exception):
     """Raised at an epoch boundary once ``train_time_budget`` seconds of training have passed."""
 
@@ -30,9 +46,10 @@ class NamedLossTrainer(Trainer):
     ``recon_loss``) instead of RecBole's ``train_loss1..3``, in the log and in TensorBoard;
     a model without names is logged as RecBole logs it.
 
-    Two properties RecBole's Trainer lacks: ``adam_betas`` (Adam / AdamW moments; RecTools'
-    SASRec uses [0.9, 0.98]) and ``train_time_budget`` (seconds: no epoch starts after it,
-    and the best checkpoint so far is what gets tested; ``stopped_by_time_budget`` says so).
+    Properties RecBole's Trainer lacks: ``adam_betas`` (Adam / AdamW moments; RecTools'
+    SASRec uses [0.9, 0.98]), ``lr_schedule`` / ``lr_constant_steps`` (:func:`learning_rate_schedule`)
+    and ``train_time_budget`` (seconds: no epoch starts after it, and the best checkpoint so
+    far is what gets tested; ``stopped_by_time_budget`` says so).
     """
 
     stopped_by_time_budget = False
@@ -41,11 +58,13 @@ class NamedLossTrainer(Trainer):
         betas = config_value(self.config, "adam_betas", None)
         learner = kwargs.get("learner", self.learner)
         if betas is None or learner.lower() not in ("adam", "adamw"):
-            return super()._build_optimizer(**kwargs)
-        optimizer = optim.Adam if learner.lower() == "adam" else optim.AdamW
-        return optimizer(kwargs.get("params", self.model.parameters()),
-                         lr=kwargs.get("learning_rate", self.learning_rate),
-                         weight_decay=kwargs.get("weight_decay", self.weight_decay), betas=tuple(betas))
+            optimizer = super()._build_optimizer(**kwargs)
+        else:
+            optimizer = (optim.Adam if learner.lower() == "adam" else optim.AdamW)(
+                kwargs.get("params", self.model.parameters()), lr=kwargs.get("learning_rate", self.learning_rate),
+                weight_decay=kwargs.get("weight_decay", self.weight_decay), betas=tuple(betas))
+        self.lr_scheduler = learning_rate_schedule(optimizer, self.config)
+        return optimizer
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         self._fit_started = time()
@@ -108,6 +127,29 @@ class SemanticIDTrainer(NamedLossTrainer):
             self.codebook_history.append(stats)
             self.logger.info(set_color("codebook", "blue") + f": {format_codebook_stats(stats)}")
         return total_loss
+
+
+class BeamSearchTrainer(NamedLossTrainer):
+    """For generative models (TIGER, SIDDecoder): also logs evaluation time per 1,000 users, the cost of beam search."""
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.eval_timings = []  # (users, seconds) per evaluation
+
+    @torch.no_grad()
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        start = time()
+        result = super().evaluate(eval_data, load_best_model, model_file, show_progress)
+        if eval_data:
+            seconds = time() - start
+            users = len(eval_data._dataset)
+            self.eval_timings.append((users, seconds))
+            self.logger.info(
+                set_color("evaluation time", "blue")
+                + f": {users} users in {seconds:.2f}s = {1000 * seconds / max(users, 1):.2f}s per 1,000 users"
+                + f" (beam_size={getattr(self.model, 'beam_size', '-')})"
+            )
+        return result
 
 
 def format_codebook_stats(stats):

@@ -99,3 +99,18 @@ def test_train_time_budget_stops_at_an_epoch_boundary_and_keeps_the_best_checkpo
     assert torch.load(spent.saved_model_file, weights_only=False)["epoch"] == 0
     unlimited = fit(tiny_dataset, tmp_path)
     assert not unlimited.stopped_by_time_budget and len(unlimited.train_loss_dict) == 4
+
+
+def test_inverse_sqrt_schedule_holds_then_decays_by_the_square_root(tiny_dataset):
+    config, model, _, _ = build(tiny_dataset, lr_schedule="inverse_sqrt", lr_constant_steps=4, learning_rate=0.01)
+    trainer = SemanticIDTrainer(config, model)
+    rates = []
+    for _ in range(16):
+        trainer.optimizer.step()  # no gradients: only the schedule moves
+        rates.append(trainer.optimizer.param_groups[0]["lr"])
+    assert rates[:3] == pytest.approx([0.01] * 3)  # steps 1-3: constant
+    assert rates[3] == pytest.approx(0.01) and rates[15] == pytest.approx(0.01 * math.sqrt(4 / 16))
+    config, model, _, _ = build(tiny_dataset, learning_rate=0.01)
+    unscheduled = SemanticIDTrainer(config, model)
+    unscheduled.optimizer.step()
+    assert unscheduled.lr_scheduler is None and unscheduled.optimizer.param_groups[0]["lr"] == 0.01

@@ -3,4 +3,5 @@
 PLUGIN_MODELS = {
     "UnifiedSASRec": "recbole_usr.model.sequential_recommender.unified_sasrec",
     "TIGER": "recbole_usr.model.sequential_recommender.tiger",
+    "SIDDecoder": "recbole_usr.model.sequential_recommender.sid_decoder",
 }

@@ -32,14 +32,11 @@ so each level decodes one new token per beam, and beams share their user's encod
 output instead of copying it.
 """
 
-import time
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from recbole.model.abstract_recommender import SequentialRecommender
-from recbole.utils import set_color
 
 from recbole_usr.model.distinct_histories import distinct_histories
 from recbole_usr.model.generative.beam_decoder import BeamDecoder
@@ -47,7 +44,7 @@ from recbole_usr.model.generative.beam_search import constrained_beam_search
 from recbole_usr.model.generative.prefix_trie import PrefixTrie
 from recbole_usr.model.generative.semantic_ids import build_semantic_ids
 from recbole_usr.semantic_id_artifact import CarriesSemanticIDs
-from recbole_usr.trainer import NamedLossTrainer
+from recbole_usr.trainer import BeamSearchTrainer
 
 
 class TIGER(CarriesSemanticIDs, SequentialRecommender):
@@ -301,24 +298,4 @@ class TIGER(CarriesSemanticIDs, SequentialRecommender):
         return scores
 
 
-class TIGERTrainer(NamedLossTrainer):
-    """RecBole's Trainer (losses logged by name), logging evaluation time per 1,000 users (the cost of beam search)."""
-
-    def __init__(self, config, model):
-        super().__init__(config, model)
-        self.eval_timings = []  # (users, seconds) per evaluation
-
-    @torch.no_grad()
-    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
-        start = time.time()
-        result = super().evaluate(eval_data, load_best_model, model_file, show_progress)
-        if eval_data:
-            seconds = time.time() - start
-            users = len(eval_data._dataset)
-            self.eval_timings.append((users, seconds))
-            self.logger.info(
-                set_color("evaluation time", "blue")
-                + f": {users} users in {seconds:.2f}s = {1000 * seconds / max(users, 1):.2f}s per 1,000 users"
-                + f" (beam_size={getattr(self.model, 'beam_size', '-')})"
-            )
-        return result
+TIGERTrainer = BeamSearchTrainer  # RecBole finds it by name (recbole_usr.utils.register_with_recbole)
