@@ -5,6 +5,7 @@ import torch
 from recbole.data.interaction import Interaction
 
 from conftest import prepare_tiny
+from test_tiger import assert_beam_scores_are_exact
 from recbole_usr.model.sequential_recommender.sid_decoder import SIDDecoder, SIDDecoderTrainer
 
 # 12 items: 2 RQ levels of 4 codes + de-duplication; k-means codes only (as SMALL_TIGER).
@@ -54,13 +55,7 @@ def test_beam_search_returns_only_real_items_scored_by_their_path_probability(ti
     assert torch.equal(model.item_codes[beam.items], beam.codes)  # each generated path is that item's ID
     finite = torch.isfinite(scores)
     assert (finite.sum(dim=1) == model.beam_size).all() and not finite[:, 0].any()
-    rows = torch.arange(len(interaction)).repeat_interleave(model.beam_size)
-    candidates = interaction[rows]
-    candidates.update(Interaction({"item_id": beam.items.flatten()}))
-    with torch.no_grad():
-        exact = model.predict(candidates).view(-1, model.beam_size)
-    assert torch.allclose(scores.gather(1, beam.items), exact, atol=1e-4)
-    assert (beam.scores[:, :-1] >= beam.scores[:, 1:]).all()
+    assert_beam_scores_are_exact(model, interaction, scores, beam)
 
 
 def test_path_probabilities_over_the_catalogue_sum_to_at_most_one(tiny_decoder):

@@ -172,16 +172,22 @@ def test_full_sort_predict_scores_only_beam_items(tiny_tiger):
     finite = torch.isfinite(scores)
     assert (finite.sum(dim=1) == model.beam_size).all()  # 12 items, beam 10: 10 finite per user
     assert not finite[:, 0].any()  # padding
+    assert_beam_scores_are_exact(model, interaction, scores, beam)
+
+
+def assert_beam_scores_are_exact(model, interaction, scores, beam):
+    """-inf exactly outside the beam; a beam item's score is its exact teacher-forced path
+    log-probability (``predict``); beams best first."""
+    finite = torch.isfinite(scores)
     beam_mask = torch.zeros_like(finite).scatter_(1, beam.items, True)
-    assert torch.equal(finite, beam_mask)  # -inf exactly outside the beam
-    # a beam item's score is its exact teacher-forced sequence log-probability (predict)
+    assert torch.equal(finite, beam_mask)
     rows = torch.arange(len(interaction)).repeat_interleave(model.beam_size)
     candidates = interaction[rows]
     candidates.update(Interaction({"item_id": beam.items.flatten()}))
     with torch.no_grad():
         exact = model.predict(candidates).view(-1, model.beam_size)
     assert torch.allclose(scores.gather(1, beam.items), exact, atol=1e-4)
-    assert (beam.scores[:, :-1] >= beam.scores[:, 1:]).all()  # best first
+    assert (beam.scores[:, :-1] >= beam.scores[:, 1:]).all()
 
 
 def test_history_is_trimmed_to_real_and_recent_items(tiny_tiger):

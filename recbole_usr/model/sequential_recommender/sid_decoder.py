@@ -34,13 +34,12 @@ from torch import nn
 from recbole_usr.data.whole_sequence import WholeSequenceDataset
 from recbole_usr.model.distinct_histories import distinct_histories
 from recbole_usr.model.generative.beam_search import constrained_beam_search
-from recbole_usr.model.generative.prefix_trie import PrefixTrie
-from recbole_usr.model.generative.semantic_ids import build_semantic_ids
+from recbole_usr.model.generative.item_paths import GeneratesItemPaths
 from recbole_usr.model.sequential_recommender.unified_sasrec import UnifiedSASRec
 from recbole_usr.trainer import BeamSearchTrainer
 
 
-class SIDDecoder(UnifiedSASRec):
+class SIDDecoder(GeneratesItemPaths, UnifiedSASRec):
     r"""Causal transformer over items (summed code embeddings) generating the next item's semantic ID."""
 
     loss_names = ("rec_loss",)
@@ -53,20 +52,7 @@ class SIDDecoder(UnifiedSASRec):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.loss_names = SIDDecoder.loss_names
-        self.beam_size = int(config["beam_size"])
-        largest_topk = max(config["topk"]) if config["topk"] else 0
-        if self.beam_size < largest_topk:
-            raise ValueError(
-                f"beam_size={self.beam_size} is smaller than the largest topk ({largest_topk}): full ranking "
-                f"would rank items outside the beam by ties at -inf. Set beam_size >= {largest_topk}."
-            )
-        semantic_ids = build_semantic_ids(config, dataset)
-        self.depth = semantic_ids.codes.shape[1]
-        self.codebook_size = semantic_ids.vocab_sizes[0]
-        self.register_buffer("item_codes", semantic_ids.codes)  # [n_items, D]; row 0 (padding) names no item
-        self.codebook_stats = semantic_ids.stats
-        self.trie = self.build_trie(self.item_codes)
-        self.register_load_state_dict_post_hook(SIDDecoder._rebuild_trie_after_load)
+        self.init_item_paths(config, dataset)  # item_codes [n_items, D], the trie, beam_size
 
         hidden = self.hidden_size
         self.level_embedding = nn.Embedding(self.depth, hidden)
@@ -80,19 +66,6 @@ class SIDDecoder(UnifiedSASRec):
         for module in (self.level_embedding, self.code_embedding, self.head_norm, self.head_ff, self.output_norm):
             module.apply(self._init_weights)
         self.output_weight.data.normal_(mean=0.0, std=self.initializer_range)
-
-    # ---- semantic IDs ------------------------------------------------------------------
-
-    def build_trie(self, item_codes):
-        n_items = item_codes.shape[0]
-        trie = PrefixTrie(item_codes[1:].cpu(), item_ids=torch.arange(1, n_items),
-                          vocab_sizes=[self.codebook_size] * self.depth)
-        return trie.to(item_codes.device)
-
-    @staticmethod
-    def _rebuild_trie_after_load(module, incompatible_keys):
-        """A checkpoint brings its own ``item_codes``: rebuild the trie from them."""
-        module.trie = module.build_trie(module.item_codes)
 
     # ---- the generative head -------------------------------------------------------------
 
@@ -165,12 +138,7 @@ class SIDDecoder(UnifiedSASRec):
         """``[B, n_items]``: beam path log-probabilities for the generated items, ``-inf`` elsewhere."""
         item_seq = interaction[self.ITEM_SEQ]
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
-        out = self.beam_search(item_seq, item_seq_len)
-        scores = torch.full((item_seq.shape[0], self.n_items), float("-inf"), device=item_seq.device)
-        # dead beams (item -1, score -inf) land on the padding column, which stays -inf
-        scores = scores.scatter(1, out.items.clamp(min=0), out.scores)
-        scores[:, 0] = float("-inf")
-        return scores
+        return self.beam_scores(self.beam_search(item_seq, item_seq_len))
 
 
 # RecBole finds these by name (recbole_usr.utils.register_with_recbole).

@@ -41,13 +41,12 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole_usr.model.distinct_histories import distinct_histories
 from recbole_usr.model.generative.beam_decoder import BeamDecoder
 from recbole_usr.model.generative.beam_search import constrained_beam_search
-from recbole_usr.model.generative.prefix_trie import PrefixTrie
-from recbole_usr.model.generative.semantic_ids import build_semantic_ids
+from recbole_usr.model.generative.item_paths import GeneratesItemPaths
 from recbole_usr.semantic_id_artifact import CarriesSemanticIDs
 from recbole_usr.trainer import BeamSearchTrainer
 
 
-class TIGER(CarriesSemanticIDs, SequentialRecommender):
+class TIGER(GeneratesItemPaths, CarriesSemanticIDs, SequentialRecommender):
     r"""Encoder-decoder transformer generating the next item's semantic ID under a prefix trie."""
 
     predict_groups_histories = True  # predict() encodes each distinct history once itself
@@ -73,25 +72,12 @@ class TIGER(CarriesSemanticIDs, SequentialRecommender):
         self.history_items = min(config["history_max_items"] or self.max_seq_length, self.max_seq_length)
         self.n_user_tokens = config["n_user_tokens"] if config["use_user_token"] else 0
         self.length_buckets = max(int(config["length_buckets"] or 1), 1)
-        self.beam_size = int(config["beam_size"])
-        largest_topk = max(config["topk"]) if config["topk"] else 0
-        if self.beam_size < largest_topk:
-            raise ValueError(
-                f"beam_size={self.beam_size} is smaller than the largest topk ({largest_topk}): full ranking "
-                f"would rank items outside the beam by ties at -inf. Set beam_size >= {largest_topk}."
-            )
         if self.hidden_size % self.n_heads:
             raise ValueError(f"hidden_size {self.hidden_size} must be divisible by n_heads={self.n_heads}.")
 
-        # Stage one: frozen semantic IDs, one unique path of D tokens per item.
-        semantic_ids = build_semantic_ids(config, dataset)
+        # Stage one: frozen semantic IDs, one unique path of D tokens per item, and their trie.
+        self.init_item_paths(config, dataset)
         self.keep_semantic_ids(config, dataset)  # into checkpoints: a reload attaches it instead of refitting
-        self.depth = semantic_ids.codes.shape[1]
-        self.codebook_size = semantic_ids.vocab_sizes[0]
-        self.register_buffer("item_codes", semantic_ids.codes)  # saved: a checkpoint carries its IDs
-        self.codebook_stats = semantic_ids.stats
-        self.trie = self.build_trie(self.item_codes)
-        self.register_load_state_dict_post_hook(TIGER._rebuild_trie_after_load)
 
         # Stage two: the seq2seq transformer.
         self.bos_token = 1 + self.depth * self.codebook_size
@@ -144,20 +130,6 @@ class TIGER(CarriesSemanticIDs, SequentialRecommender):
             module.bias.data.zero_()
 
     # ---- semantic IDs ------------------------------------------------------------------
-
-    def build_trie(self, item_codes):
-        n_items = item_codes.shape[0]
-        trie = PrefixTrie(
-            item_codes[1:].cpu(),
-            item_ids=torch.arange(1, n_items),
-            vocab_sizes=[self.codebook_size] * self.depth,
-        )
-        return trie.to(item_codes.device)
-
-    @staticmethod
-    def _rebuild_trie_after_load(module, incompatible_keys):
-        """A checkpoint brings its own ``item_codes``: rebuild the trie from them."""
-        module.trie = module.build_trie(module.item_codes)
 
     def item_tokens(self, items):
         """Token ids ``[*items.shape, D]`` of ``items``; padding item 0 -> all 0 (padding)."""
@@ -291,10 +263,7 @@ class TIGER(CarriesSemanticIDs, SequentialRecommender):
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
         scores = torch.full((item_seq.shape[0], self.n_items), float("-inf"), device=item_seq.device)
         for rows in self.length_groups(item_seq_len, always=True):
-            out = self.beam_search(user_id[rows], item_seq[rows], item_seq_len[rows])
-            # dead beams (item -1, score -inf) land on the padding column, which stays -inf
-            scores[rows] = scores[rows].scatter(1, out.items.clamp(min=0), out.scores)
-        scores[:, 0] = float("-inf")
+            scores = self.beam_scores(self.beam_search(user_id[rows], item_seq[rows], item_seq_len[rows]), rows, scores)
         return scores
 
 
