@@ -35,6 +35,7 @@ MAIN_ROWS = {
     "SASRec (RecBole, CE)": ("SASRec", {}),
     "BERT4Rec (RecBole)": ("BERT4Rec", {}),
     "TIGER (ours)": ("TIGER", {}),
+    "SIDDecoder (ours, one pass)": ("SIDDecoder", {}),
     "UnifiedSASRec ID-only": ("UnifiedSASRec", {"use_semantic": False, "id_dim": 64}),
     "UnifiedSASRec semantic-only": ("UnifiedSASRec", {"id_dim": 0}),
     "UnifiedSASRec unified": ("UnifiedSASRec", {}),
