@@ -10,8 +10,9 @@ torch threads and package versions it ran with are recorded) with two tokenizers
 - ``paper-faithful``: ``--rq_kmeans_init=False --rq_restart_unused=False`` (random
   initialisation, no restarts).
 
-Each run keeps its ``stats.json`` under ``benchmarks/results/tokenizer/<dataset>/<variant>/``
-(its semantic IDs and weights there are ignored by git); the table is written to
+Each run fits in, and caches to, its own ``benchmarks/results/tokenizer/<dataset>/<variant>/``
+(``semantic_id_cache_dir``: no semantic IDs cached by other runs are reused) and keeps its
+``stats.json`` there (its semantic IDs and weights are ignored by git); the table is written to
 ``benchmarks/results/tokenizer_table.{json,md,png}``, each with the command, code state
 (``git describe --always --dirty``, benchmark outputs excluded), seed, torch threads and versions.
 """
@@ -44,7 +45,8 @@ def run_variant(dataset, variant, seed, threads):
     if os.path.isfile(stats_file):
         os.unlink(stats_file)  # a failed run must not pick up an old one
     command = [sys.executable, "-m", "recbole_usr.tokenize", f"--dataset={dataset}", f"--seed={seed}",
-               "--show_progress=False", f"--tokenizer_output_dir={out_dir}", *VARIANTS[variant]]
+               "--show_progress=False", f"--tokenizer_output_dir={out_dir}", f"--semantic_id_cache_dir={out_dir}",
+               *VARIANTS[variant]]
     print(f"[tokenizer_table] {dataset} / {variant} ...", flush=True)
     record = run_json_command(command, stats_file, threads, keep_raw=True)
     if "error" in record:
@@ -85,7 +87,8 @@ def write_markdown(path, rows, info, records):
         cells = ["–"] * len(metrics) + [f"*{100 * figures[m]:.2f}%*" if m in figures else "–" for m in metrics]
         lines.append("| " + " | ".join([f"*paper ({PAPER_SOURCE})*", f"*{scheme}*"] + cells) + " |")
     runs = [f"- {dataset} / {variant}: `{r['command']}` ({r['wall_seconds']:.0f}s, torch threads "
-            f"{r.get('torch_threads')}, {r.get('device')})" for dataset, by in records.items() for variant, r in by.items()]
+            f"{r.get('torch_threads')}, {r.get('device')})"
+            for dataset, by in records.items() for variant, r in by.items()]
     text = [
         "# Semantic-ID quality per RQ lookup scheme (Table 1 of arXiv 2502.16474)", "",
         "Activation: share of a level's codewords used by at least one item; unique coverage: share of "
