@@ -10,7 +10,10 @@ torch threads and package versions it ran with are recorded) with two tokenizers
 - ``paper-faithful``: ``--rq_kmeans_init=False --rq_restart_unused=False
   --tokenizer_dead_code_steps=0`` (random initialisation, no restarts at all: the command's own
   per-step dead-code restart, ``tokenizer_dead_code_steps``, is on by default and is not
-  covered by ``rq_restart_unused``).
+  covered by ``rq_restart_unused``);
+- ``random-init``: ``--rq_kmeans_init=False --rq_restart_unused=False`` alone (random
+  initialisation, no restarts between epochs, the per-step dead-code restart still on), to show
+  what that one restart does.
 
 Each run fits in, and caches to, its own ``benchmarks/results/tokenizer/<dataset>/<variant>/``
 (``semantic_id_cache_dir``: no semantic IDs cached by other runs are reused) and keeps its
@@ -29,6 +32,7 @@ from benchmarks.run import RESULTS_DIR, ROOT, run_json_command
 VARIANTS = {
     "ours": [],
     "paper-faithful": ["--rq_kmeans_init=False", "--rq_restart_unused=False", "--tokenizer_dead_code_steps=0"],
+    "random-init": ["--rq_kmeans_init=False", "--rq_restart_unused=False"],
 }
 # Only the figures of the paper's Table 1 quoted in issue 13: scheme -> {metric: value}.
 PAPER_FIGURES = {
@@ -38,6 +42,7 @@ PAPER_FIGURES = {
 }
 PAPER_SOURCE = "arXiv 2502.16474, Table 1"
 OUTPUT = os.path.join(RESULTS_DIR, "tokenizer_table")
+LINE_STYLES = {"ours": "-", "paper-faithful": "--", "random-init": ":"}
 
 
 def run_variant(dataset, variant, seed, threads):
@@ -97,7 +102,8 @@ def write_markdown(path, rows, info, records):
         "items whose full code tuple no other item has (no dedup level). *ours*: k-means initialisation, "
         "unused codewords re-seeded between pre-training epochs and after 20 unused steps (never in the "
         "last epoch); *paper-faithful*: `--rq_kmeans_init=False --rq_restart_unused=False "
-        "--tokenizer_dead_code_steps=0` (random initialisation, no restarts). Italic rows: the paper's figures "
+        "--tokenizer_dead_code_steps=0` (random initialisation, no restarts); *random-init*: the same "
+        "without `--tokenizer_dead_code_steps=0` (codewords unused for 20 steps still re-seeded). Italic rows: the paper's figures "
         f"quoted in issue 13 ({PAPER_SOURCE}), placed under the paper-faithful columns; '–': not quoted.", "",
         *lines, "",
         f"Provenance: {provenance_line(info)}", "", "Runs:", *runs, "",
@@ -118,8 +124,8 @@ def write_plot(path, records, info):
         for label in usage[f"{dataset}: "]:
             scheme, variant = label.split(" (")
             styles[label] = {"color": f"C{list(PAPER_FIGURES).index(scheme) if scheme in PAPER_FIGURES else 3}",
-                             "linestyle": "-" if variant == "ours)" else "--", "linewidth": 1}
-    plot_codeword_usage(path, usage, "Codeword usage per level: ours (solid) vs paper-faithful (dashed)",
+                             "linestyle": LINE_STYLES[variant.rstrip(")")], "linewidth": 1}
+    plot_codeword_usage(path, usage, "Codeword usage per level: ours (solid), paper-faithful (dashed), random-init (dotted)",
                         footer=provenance_line(info).replace("`", ""), line_styles=styles, dpi=72)
     from PIL import Image  # a 64-colour palette: the committed PNG stays small
 
