@@ -91,7 +91,8 @@ def write_markdown(path, rows, info, records):
         cells = [f"{100 * row[variant][m]:.2f}%" for variant in VARIANTS for m in metrics]
         lines.append("| " + " | ".join([row["dataset"], row["scheme"]] + cells) + " |")
     for scheme, figures in PAPER_FIGURES.items():
-        cells = ["–"] * len(metrics) + [f"*{100 * figures[m]:.2f}%*" if m in figures else "–" for m in metrics]
+        cells = [f"*{100 * figures[m]:.2f}%*" if variant == "paper-faithful" and m in figures else "–"
+                 for variant in VARIANTS for m in metrics]
         lines.append("| " + " | ".join([f"*paper ({PAPER_SOURCE})*", f"*{scheme}*"] + cells) + " |")
     runs = [f"- {dataset} / {variant}: `{r['command']}` ({r['wall_seconds']:.0f}s, torch threads "
             f"{r.get('torch_threads')}, {r.get('device')})"
@@ -103,8 +104,9 @@ def write_markdown(path, rows, info, records):
         "unused codewords re-seeded between pre-training epochs and after 20 unused steps (never in the "
         "last epoch); *paper-faithful*: `--rq_kmeans_init=False --rq_restart_unused=False "
         "--tokenizer_dead_code_steps=0` (random initialisation, no restarts); *random-init*: the same "
-        "without `--tokenizer_dead_code_steps=0` (codewords unused for 20 steps still re-seeded). Italic rows: the paper's figures "
-        f"quoted in issue 13 ({PAPER_SOURCE}), placed under the paper-faithful columns; '–': not quoted.", "",
+        "without `--tokenizer_dead_code_steps=0` (codewords unused for 20 steps still re-seeded). "
+        f"Italic rows: the paper's figures quoted in issue 13 ({PAPER_SOURCE}), placed under the "
+        "paper-faithful columns; '–': not quoted.", "",
         *lines, "",
         f"Provenance: {provenance_line(info)}", "", "Runs:", *runs, "",
     ]
@@ -125,8 +127,8 @@ def write_plot(path, records, info):
             scheme, variant = label.split(" (")
             styles[label] = {"color": f"C{list(PAPER_FIGURES).index(scheme) if scheme in PAPER_FIGURES else 3}",
                              "linestyle": LINE_STYLES[variant.rstrip(")")], "linewidth": 1}
-    plot_codeword_usage(path, usage, "Codeword usage per level: ours (solid), paper-faithful (dashed), random-init (dotted)",
-                        footer=provenance_line(info).replace("`", ""), line_styles=styles, dpi=72)
+    title = "Codeword usage per level: ours (solid), paper-faithful (dashed), random-init (dotted)"
+    plot_codeword_usage(path, usage, title, footer=provenance_line(info).replace("`", ""), line_styles=styles, dpi=72)
     from PIL import Image  # a 64-colour palette: the committed PNG stays small
 
     with Image.open(path) as image:
