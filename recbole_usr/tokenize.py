@@ -24,9 +24,10 @@ import torch
 
 PROPERTIES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties", "tokenizer.yaml")
 FALLBACK_MODEL = "SASRec"
-# What RQTokenizer.from_config reads: used by this command whatever --model names.
+# What RQTokenizer.from_config and its fit read: used by this command whatever --model names.
 TOKENIZER_PROPERTIES = ("semantic_dim", "rq_hidden_sizes", "rq_levels", "rq_codebook_size", "rq_distances", "rq_beta",
-                        "rq_use_ema", "rq_ema_decay", "rq_dead_code_steps", "rq_dropout", "rq_cosine_codewords")
+                        "rq_use_ema", "rq_ema_decay", "rq_dead_code_steps", "rq_dropout", "rq_cosine_codewords",
+                        "rq_kmeans_init", "rq_restart_unused")
 
 
 def config_model(name):
@@ -80,28 +81,40 @@ def write_semantic_ids(path, item_tokens, codes_with_dedup):
             f.write("\t".join([str(token)] + [str(c) for c in row]) + "\n")
 
 
-def plot_codeword_usage(path, codes_by_scheme, codebook_size, title):
-    """One panel per level: items per codeword, codewords sorted by usage, a line per scheme."""
+def sorted_usage(codes, codebook_size):
+    """Per level, items per codeword sorted in decreasing order (what the usage plots draw)."""
+    return [torch.bincount(codes[:, level], minlength=codebook_size).sort(descending=True).values.tolist()
+            for level in range(codes.shape[1])]
+
+
+def plot_codeword_usage(path, usage_by_row, title, footer=None, line_styles=None, dpi=120):
+    """Sorted codeword usage: a row of panels (one per level) per entry of ``usage_by_row``
+    ({row name: {line label: :func:`sorted_usage`}}), a line per label; ``line_styles``:
+    optional matplotlib keywords per label; ``footer``: small text under the panels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n_levels = next(iter(codes_by_scheme.values())).shape[1]
-    fig, axes = plt.subplots(1, n_levels, figsize=(4.5 * n_levels, 3.6), squeeze=False)
-    for level, ax in enumerate(axes[0]):
-        for scheme, codes in codes_by_scheme.items():
-            usage = torch.bincount(codes[:, level], minlength=codebook_size).sort(descending=True).values
-            ax.plot(range(1, codebook_size + 1), usage.numpy(), label=scheme)
-        ax.set_yscale("symlog", linthresh=1)
-        ax.set_xlabel("codeword rank")
-        ax.set_title(f"level {level + 1}")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("items per codeword")
-    axes[0][-1].legend()
+    n_levels = max(len(usage) for lines in usage_by_row.values() for usage in lines.values())
+    n_rows = len(usage_by_row)
+    fig, axes = plt.subplots(n_rows, n_levels, figsize=(4.5 * n_levels, 3.2 * n_rows + 0.4), squeeze=False)
+    for row, (row_name, lines) in zip(axes, usage_by_row.items()):
+        for level, ax in enumerate(row):
+            for label, usage in lines.items():
+                ax.plot(range(1, len(usage[level]) + 1), usage[level], label=label,
+                        **(line_styles or {}).get(label, {}))
+            ax.set_yscale("symlog", linthresh=1)
+            ax.set_xlabel("codeword rank")
+            ax.set_title(f"{row_name}level {level + 1}")
+            ax.grid(alpha=0.3)
+        row[0].set_ylabel("items per codeword")
+    axes[0][-1].legend(fontsize="small")
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    if footer:
+        fig.text(0.01, 0.005, footer, fontsize=6, va="bottom", wrap=True)
+    fig.tight_layout(rect=(0, 0.04 if footer else 0, 1, 1))
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
 
 
@@ -111,6 +124,7 @@ def run_command(argv=None):
 
     from recbole_usr.cache_files import atomic_output
     from recbole_usr.cli import parse_args
+    from recbole_usr.data.cold_start import create_dataset  # the runs' own: no RecBole pandas warnings
     from recbole_usr.data.text_embedding import load_item_text_embeddings
     from recbole_usr.quantization import append_dedup_level, codebook_statistics, degenerate_code_warnings
     from recbole_usr.quantization import format_stats_table
@@ -129,8 +143,6 @@ def run_command(argv=None):
     os.makedirs(out_dir, exist_ok=True)
 
     start = time.time()
-    from recbole.data import create_dataset
-
     dataset = create_dataset(config)
     full_text = load_item_text_embeddings(config, dataset)
     text = full_text[1:]  # row 0 is padding
@@ -146,7 +158,8 @@ def run_command(argv=None):
         start = time.time()
         tokenizer, codes, history = train_scheme(config, dataset, full_text, distances, seed, show_progress)
         stats = codebook_statistics(codes, codebook_size)
-        stats.update(distances=distances, seconds=time.time() - start, final_losses=history[-1] if history else {})
+        stats.update(distances=distances, seconds=time.time() - start, final_losses=history[-1] if history else {},
+                     codeword_usage=sorted_usage(codes, codebook_size))
         results[scheme], codes_by_scheme[scheme] = stats, codes
         if scheme == chosen:
             chosen_tokenizer = tokenizer
@@ -183,7 +196,7 @@ def run_command(argv=None):
     }
     with atomic_output(paths["stats"]) as temporary, open(temporary, "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2, default=str)
-    plot_codeword_usage(paths["plot"], codes_by_scheme, codebook_size,
+    plot_codeword_usage(paths["plot"], {"": {scheme: stats["codeword_usage"] for scheme, stats in results.items()}},
                         f"{config['dataset']}: codeword usage per level")
     print("\n" + "\n".join(f"{name}: {path}" for name, path in paths.items()))
     result = {"paths": paths, "schemes": results, "chosen_scheme": chosen, "table": table, "warnings": warnings}
