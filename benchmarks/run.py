@@ -135,21 +135,29 @@ def slug(text):
     return "".join(c if c.isalnum() else "-" for c in text).strip("-").lower()
 
 
-def run_json_command(command, raw, threads=None, env_extra=None, keep_raw=False):
+def run_json_command(command, raw, threads=None, env_extra=None, keep_raw=False, timeout=None):
     """Run a command that writes its results as JSON to ``raw``, through ``benchmarks.child``
     (which adds the torch threads, device and versions it ran with); returns a record of the
-    run (command, provenance at start, wall time, return code) merged with those results."""
+    run (command, provenance at start, wall time, return code) merged with those results.
+    ``timeout`` (seconds): the run is killed past it and its record says so (``timed_out``)."""
     env = dict(os.environ, **(env_extra or {}))
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     state = provenance()  # the code the run starts with
     start = time.time()
-    completed = subprocess.run([sys.executable, "-m", "benchmarks.child", raw, *command[1:]], cwd=ROOT, env=env,
-                               capture_output=True, text=True)
+    try:
+        completed = subprocess.run([sys.executable, "-m", "benchmarks.child", raw, *command[1:]], cwd=ROOT, env=env,
+                                   capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as expired:
+        stderr = expired.stderr.decode(errors="replace") if isinstance(expired.stderr, bytes) else expired.stderr
+        completed = subprocess.CompletedProcess(expired.cmd, None, "", f"stopped at the time limit ({timeout:g} s)\n"
+                                                + (stderr or "")[-2000:])
     record = {
         "command": " ".join(command[1:]).replace(raw, "RESULTS.json"), **state,
         "threads": threads, "wall_seconds": time.time() - start, "returncode": completed.returncode,
     }
+    if completed.returncode is None:
+        record["timed_out"] = True
     if code_state().get("git_describe") != state["git_describe"]:
         record["code_changed_during_run"] = True
     if completed.returncode == 0 and os.path.isfile(raw):

@@ -74,6 +74,15 @@ def test_every_record_carries_provenance_measured_in_the_run(tmp_path, outcome):
         assert record["returncode"] == 1 and "boom" in record["error"]
 
 
+def test_a_run_past_its_time_limit_is_killed_and_recorded(tmp_path):
+    script = tmp_path / "slow.py"
+    script.write_text("import time\ntime.sleep(60)\n")
+    raw = str(tmp_path / "raw.json")
+    record = run.run_json_command([sys.executable, str(script), raw], raw, threads=1, timeout=3)
+    assert record["timed_out"] is True and record["returncode"] is None
+    assert record["wall_seconds"] < 30 and "time limit (3 s)" in record["error"]
+
+
 def test_result_file_names_carry_every_setting(tmp_path, monkeypatch):
     monkeypatch.setattr(run, "RESULTS_DIR", str(tmp_path))
     monkeypatch.setattr(run, "run_json_command", lambda *args, **kwargs: {"returncode": 0})
