@@ -7,9 +7,8 @@ import warnings
 import pytest
 import torch
 
-from conftest import SMALL_SASREC, prepare_tiny
 from recbole_usr.tokenize import run_command as tokenize_command
-from test_training_output import PANDAS_CHAINED_ASSIGNMENT
+from test_training_output import pandas_future_warnings, skip_unless_recbole_itself_warns
 
 
 def run_command(tiny_dataset, out_dir, *extra):
@@ -79,21 +78,11 @@ def test_tokenize_command_adds_the_scheme_rq_distances_names(tiny_dataset, share
 
 
 def test_tokenize_command_emits_no_pandas_future_warning(tiny_dataset, shared_encoder, tmp_path):
-    from recbole.data import create_dataset as recbole_create_dataset
-
-    # RecBole itself warns on this dataset; the command creates its dataset as the runs do, silenced
-    config, *_ = prepare_tiny(tiny_dataset, "SASRec", SMALL_SASREC)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        recbole_create_dataset(config)
-    if not any(PANDAS_CHAINED_ASSIGNMENT in str(w.message) for w in caught):
-        pytest.skip("this pandas does not emit RecBole's chained-assignment FutureWarning")
+    skip_unless_recbole_itself_warns(tiny_dataset)  # the command creates its dataset as the runs do, silenced
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         run_command(tiny_dataset, tmp_path / "out", "--tokenizer_schemes=['hybrid']")
-    pandas_warnings = [w for w in caught if issubclass(w.category, FutureWarning)
-                       and ("pandas" in str(w.message) or "/recbole/data/" in w.filename)]
-    assert pandas_warnings == []
+    assert pandas_future_warnings(caught) == []
 
 
 def test_tokenize_command_records_sorted_codeword_usage(tiny_dataset, shared_encoder, tmp_path):
