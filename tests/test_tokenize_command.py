@@ -4,7 +4,6 @@ import csv
 import json
 import warnings
 
-import pytest
 import torch
 
 from recbole_usr.tokenize import run_command as tokenize_command
