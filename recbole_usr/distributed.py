@@ -10,11 +10,11 @@ device (gloo on CPU, NCCL on GPU), and the spawned ranks run the plugin's :func:
 plugin models, properties and both evaluation protocols work the same with one process or many.
 
 Nothing here is global to a user's process: the trainer patch is applied inside the spawned
-ranks, for the duration of their run.
+ranks, for the duration of their run, and unlike RecBole no rank sets ``CUDA_VISIBLE_DEVICES``
+(rank ``i`` uses the ``i``-th GPU listed in ``gpu_id``).
 """
 
 import contextlib
-import os
 
 import torch
 from recbole.config import Config
@@ -36,18 +36,17 @@ class DeviceAwareConfig(Config):
         gpu_id = ",".join(map(str, gpu_id)) if isinstance(gpu_id, (tuple, list)) else str(gpu_id)
         settings["gpu_id"] = gpu_id
         use_gpu = bool(settings["use_gpu"]) and torch.cuda.is_available() and len(gpu_id) > 0
-        if use_gpu:
-            os.environ["CUDA_VISIBLE_DEVICES"] = gpu_id  # as RecBole's _init_device does
-            if len(gpu_id.split(",")) < settings["nproc"]:
-                raise ValueError(f"nproc={settings['nproc']} processes need as many GPUs in gpu_id, got '{gpu_id}'.")
+        gpu_ids = [int(gpu) for gpu in gpu_id.split(",") if gpu.strip()]
+        if use_gpu and len(gpu_ids) < settings["nproc"]:
+            raise ValueError(f"nproc={settings['nproc']} processes need as many GPUs in gpu_id, got '{gpu_id}'.")
         if not torch.distributed.is_initialized():  # a Config may be built twice in one rank
             torch.distributed.init_process_group(
                 backend="nccl" if use_gpu else "gloo", rank=settings["local_rank"] + settings["offset"],
                 world_size=settings["world_size"], init_method=f"tcp://{settings['ip']}:{settings['port']}",
             )
-        if use_gpu:
-            settings["device"] = torch.device("cuda", settings["local_rank"])
-            torch.cuda.set_device(settings["local_rank"])
+        if use_gpu:  # rank i takes the i-th GPU of gpu_id (no CUDA_VISIBLE_DEVICES: the environment stays as is)
+            settings["device"] = torch.device("cuda", gpu_ids[settings["local_rank"]])
+            torch.cuda.set_device(settings["device"])
         else:
             settings["device"] = torch.device("cpu")
         settings["single_spec"] = False

@@ -83,8 +83,12 @@ class NamedLossTrainer(Trainer):
         if budget is not None and started is not None and epoch_idx > self.start_epoch and time() - started >= budget:
             raise TimeBudgetSpent()
 
+    def before_training_epoch(self, epoch_idx):
+        """Called once the epoch is sure to run (the time budget allows it); nothing here."""
+
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self.check_time_budget(epoch_idx)
+        self.before_training_epoch(epoch_idx)
         return super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
 
     def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
@@ -115,13 +119,15 @@ class SemanticIDTrainer(NamedLossTrainer):
         self.codebook_history = []
         self.code_churn = []
 
-    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        self.check_time_budget(epoch_idx)  # before the codes are refreshed for an epoch that will not run
+    def before_training_epoch(self, epoch_idx):
         item_repr = getattr(self.model, "item_repr", None)
         refresh = getattr(item_repr, "refresh_codes", None)
         if refresh is not None and getattr(item_repr, "train_mode", None) == "end_to_end":
             self.code_churn.append(refresh())
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         total_loss = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
+        item_repr = getattr(self.model, "item_repr", None)
         stats = item_repr.epoch_statistics() if item_repr is not None else {}
         if stats:
             self.codebook_history.append(stats)

@@ -69,10 +69,14 @@ class SIDDecoder(GeneratesItemPaths, UnifiedSASRec):
 
     # ---- the generative head -------------------------------------------------------------
 
+    def code_embeddings(self, codes):
+        """``e_l(c_l)`` of the first ``codes.shape[-1]`` levels: ``[..., l]`` -> ``[..., l, H]``."""
+        offsets = torch.arange(codes.shape[-1], device=codes.device) * self.codebook_size
+        return self.code_embedding(codes + offsets)
+
     def code_prefix_sums(self, codes):
         """``sum_{j < l} e_j(c_j)`` for l = 0 .. D-1: ``[..., D]`` codes -> ``[..., D, H]`` (level 0: zeros)."""
-        offsets = torch.arange(self.depth, device=codes.device) * self.codebook_size
-        embedded = self.code_embedding(codes + offsets)  # [..., D, H]
+        embedded = self.code_embeddings(codes)
         return torch.cumsum(embedded, dim=-2) - embedded
 
     def level_logits(self, u, level=None):
@@ -123,12 +127,11 @@ class SIDDecoder(GeneratesItemPaths, UnifiedSASRec):
     def beam_search(self, item_seq, item_seq_len, beam_size=None):
         """Constrained beam search from each row's last state: a ``BeamSearchOutput``."""
         hidden = self.forward(item_seq, item_seq_len)  # [B, H]
-        offsets = torch.arange(self.depth, device=hidden.device) * self.codebook_size
 
         def step_log_probs(level, codes, parents):  # codes [B, W, level]; stateless, parents unused
             u = hidden.unsqueeze(1) + self.level_embedding.weight[level]
             if level:
-                u = u + self.code_embedding(codes + offsets[:level]).sum(-2)
+                u = u + self.code_embeddings(codes).sum(-2)
             return F.log_softmax(self.level_logits(u, level), dim=-1)
 
         return constrained_beam_search(step_log_probs, self.trie, hidden.shape[0], beam_size or self.beam_size,
