@@ -46,18 +46,25 @@ LINE_STYLES = {"ours": "-", "paper-faithful": "--", "random-init": ":"}
 
 
 def run_variant(dataset, variant, seed, threads):
-    """One tokenize run; returns its record (run provenance plus the command's stats.json)."""
-    out_dir = os.path.join("benchmarks", "results", "tokenizer", dataset, variant)
+    """One tokenize run of a named variant; returns its record."""
+    return run_tokenize(dataset, variant, VARIANTS[variant], seed, threads, "tokenizer_table")
+
+
+def run_tokenize(dataset, name, flags, seed, threads, caller):
+    """``recbole_usr.tokenize`` with ``flags`` into its own folder
+    ``benchmarks/results/tokenizer/<dataset>/<name>/``; returns its record (run provenance
+    plus the command's stats.json)."""
+    out_dir = os.path.join("benchmarks", "results", "tokenizer", dataset, name)
     stats_file = os.path.join(ROOT, out_dir, "stats.json")
     if os.path.isfile(stats_file):
         os.unlink(stats_file)  # a failed run must not pick up an old one
     command = [sys.executable, "-m", "recbole_usr.tokenize", f"--dataset={dataset}", f"--seed={seed}",
                "--show_progress=False", f"--tokenizer_output_dir={out_dir}", f"--semantic_id_cache_dir={out_dir}",
-               *VARIANTS[variant]]
-    print(f"[tokenizer_table] {dataset} / {variant} ...", flush=True)
+               *flags]
+    print(f"[{caller}] {dataset} / {name} ...", flush=True)
     record = run_json_command(command, stats_file, threads, keep_raw=True)
     if "error" in record:
-        raise RuntimeError(f"{dataset} / {variant} failed (exit {record['returncode']}):\n{record['error']}")
+        raise RuntimeError(f"{dataset} / {name} failed (exit {record['returncode']}):\n{record['error']}")
     record["command"] = "python " + record["command"]
     return record
 

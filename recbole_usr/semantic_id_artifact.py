@@ -105,6 +105,14 @@ def single_thread():
         torch.set_num_threads(threads)
 
 
+def fit_mask(n_rows, fit_items):
+    """Bool mask [n_rows - 1] (padding row dropped) of the items the tokenizer was fitted on:
+    with ``rq_unique_last_level`` they are matched to last codewords before held-out items."""
+    mask = torch.zeros(n_rows - 1, dtype=torch.bool)
+    mask[torch.as_tensor(fit_items, dtype=torch.long) - 1] = True
+    return mask
+
+
 def fit_semantic_ids(settings, text, fit_items, show_progress=False, desc="RQ tokenizer"):
     """Fit the RQ tokenizer on ``text[fit_items]`` and encode every row of ``text``.
 
@@ -127,11 +135,12 @@ def fit_semantic_ids(settings, text, fit_items, show_progress=False, desc="RQ to
             generator=generator,
             kmeans_init=bool(config_value(settings, "rq_kmeans_init", True)),
             kmeans_iters=int(config_value(settings, "rq_kmeans_iters", 20)),
+            kmeans_points_per_centroid=int(config_value(settings, "rq_kmeans_points_per_centroid", 256)),
             restart_unused=bool(config_value(settings, "rq_restart_unused", True)),
             desc=desc,
         )
         codes = torch.zeros(text.shape[0], tokenizer.n_levels, dtype=torch.long)
-        codes[1:] = tokenizer.encode(text[1:])
+        codes[1:] = tokenizer.encode(text[1:], first=fit_mask(text.shape[0], fit_items))
     state = {key: value.detach().clone() for key, value in tokenizer.state_dict().items()}
     return SemanticIDArtifact(codes, state, tokenizer.codebook_size, tensor_digest(text), fit_items, settings,
                               history)

@@ -1,6 +1,7 @@
 """Tests of recbole_usr.quantization: distances, k-means, the RQ tokenizer and code statistics."""
 
 import math
+from unittest import mock
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from recbole_usr.quantization import (
     kmeans,
     resolve_distances,
 )
+from recbole_usr.quantization import rq_tokenizer as rq_module
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -97,6 +99,40 @@ def test_kmeans_beats_random_sample_init_and_is_seeded():
     torch.manual_seed(1)
     again, _ = kmeans(x, 8, "euclidean", n_iters=20, init="kmeans++")
     assert torch.equal(centroids, again)
+
+
+def test_kmeans_on_a_sample_fits_the_sample_and_assigns_every_row():
+    x = clustered()  # 8 clusters x 40 points
+    # A cap at or above N changes nothing, RNG use included.
+    full, full_assign = kmeans(x, 8, "euclidean", generator=torch.Generator().manual_seed(3))
+    capped, capped_assign = kmeans(x, 8, "euclidean", generator=torch.Generator().manual_seed(3), max_points=320)
+    assert torch.equal(full, capped) and torch.equal(full_assign, capped_assign)
+    # Below N: the centroids are those of k-means on the drawn rows alone ...
+    centroids, assign = kmeans(x, 8, "euclidean", generator=torch.Generator().manual_seed(3), max_points=64)
+    generator = torch.Generator().manual_seed(3)
+    rows = torch.randperm(320, generator=generator)[:64]
+    on_sample, _ = kmeans(x[rows], 8, "euclidean", generator=generator)
+    assert torch.equal(centroids, on_sample)
+    # ... and every row, drawn or not, goes to its nearest centroid.
+    assert assign.shape == (320,)
+    assert torch.equal(assign, get_distance("euclidean").pairwise(x, centroids).argmin(1))
+    with pytest.raises(ValueError, match="max_points"):
+        kmeans(x, 8, max_points=-1)
+
+
+def test_tokenizer_kmeans_sample_is_per_codeword():
+    x = clustered(n_clusters=4, per_cluster=30)
+    seen = []
+    original = rq_module.kmeans
+
+    def spy(residual, k, *args, **kwargs):
+        seen.append(kwargs["max_points"])
+        return original(residual, k, *args, **kwargs)
+
+    tok = RQTokenizer(in_dim=16, semantic_dim=8, hidden_sizes=[16], n_levels=2, codebook_size=4, distances="cosine")
+    with mock.patch.object(rq_module, "kmeans", spy):
+        tok.init_codebooks(x, points_per_centroid=5, generator=torch.Generator().manual_seed(0))
+    assert seen == [20, 20]  # 5 points x 4 codewords, each level
 
 
 def test_spherical_kmeans_gives_unit_centroids_and_handles_fewer_points_than_k():

@@ -1,7 +1,8 @@
 """Residual-quantisation tokenizer: items' text embeddings -> semantic IDs.
 
 Small interchangeable parts: ``distances`` (how a level compares vectors), ``kmeans``
-(codebook initialisation), ``rq_tokenizer`` (the model and its training loop) and
+(codebook initialisation), ``rq_tokenizer`` (the model and its training loop), ``unique_codes`` (a collision-free
+last level) and
 ``codebook_stats`` (how good a code table is as an ID scheme).
 """
 
@@ -21,6 +22,7 @@ from recbole_usr.quantization.distances import (
 )
 from recbole_usr.quantization.kmeans import kmeans, kmeans_plus_plus
 from recbole_usr.quantization.rq_tokenizer import CodebookLevel, RQOutput, RQTokenizer, fit_tokenizer
+from recbole_usr.quantization.unique_codes import unique_last_codes
 
 __all__ = [
     "RQTokenizer",
@@ -38,5 +40,6 @@ __all__ = [
     "codebook_statistics",
     "degenerate_code_warnings",
     "append_dedup_level",
+    "unique_last_codes",
     "format_stats_table",
 ]

@@ -6,6 +6,10 @@ are never selected and the semantic IDs collapse onto a few codes (TIGER, arXiv
 :class:`~recbole_usr.quantization.distances.Distance`, so a cosine level gets spherical
 k-means (points and centroids on the unit sphere).
 
+On a large catalogue the Lloyd iterations run on a random sample of at most
+``max_points`` rows (FAISS's rule: 256 points per centroid are enough to place it) and every
+row is then assigned to the nearest centroid; below that size nothing changes.
+
 All randomness comes from torch's generator (the global one unless ``generator`` is
 given), so results are reproducible under ``torch.manual_seed``.
 """
@@ -43,18 +47,25 @@ def kmeans_plus_plus(points, k, distance, generator=None):
     return points[idx].clone()
 
 
-def kmeans(x, k, distance="euclidean", n_iters=20, init="kmeans++", generator=None):
+def kmeans(x, k, distance="euclidean", n_iters=20, init="kmeans++", generator=None, max_points=None):
     """Cluster the rows of ``x`` [N, D] into ``k`` centroids with Lloyd iterations.
 
     Returns ``(centroids [k, D], assignment [N])``. Centroids live in the distance's
     comparison space (unit length for cosine). A cluster that empties keeps its previous
-    centroid, so the result always has ``k`` finite rows, even when N < k.
+    centroid, so the result always has ``k`` finite rows, even when N < k. With
+    ``max_points`` (None or 0: all rows) and N above it, the centroids are fitted on that
+    many rows drawn without replacement and the assignment covers all N rows.
     """
     distance = _as_distance(distance)
-    points = distance.project(x.detach().float())
-    n = points.shape[0]
+    all_points = distance.project(x.detach().float())
+    n = all_points.shape[0]
     if n == 0:
         raise ValueError("k-means needs at least one point")
+    if max_points is not None and max_points < 0:
+        raise ValueError(f"max_points must be >= 0 (0 = all rows), got {max_points}")
+    sampled = bool(max_points) and n > max_points
+    points = all_points[torch.randperm(n, generator=generator)[:max_points]] if sampled else all_points
+    n = points.shape[0]
     if init == "kmeans++":
         centroids = kmeans_plus_plus(points, k, distance, generator)
     elif init == "random":
@@ -72,4 +83,6 @@ def kmeans(x, k, distance="euclidean", n_iters=20, init="kmeans++", generator=No
         if torch.equal(new_assign, assign):
             break
         assign = new_assign
+    if sampled:
+        assign = distance.nearest(all_points, centroids)
     return centroids, assign

@@ -45,6 +45,7 @@ from recbole_usr.config_values import config_value
 from recbole_usr.quantization.codebook_stats import codebook_statistics
 from recbole_usr.quantization.distances import get_distance, resolve_distances
 from recbole_usr.quantization.kmeans import kmeans, sample_rows
+from recbole_usr.quantization.unique_codes import unique_last_codes
 
 
 @dataclass
@@ -131,12 +132,13 @@ class CodebookLevel(nn.Module):
             self.ema_sum.copy_(vectors * counts[:, None])
 
     @torch.no_grad()
-    def init_from_data(self, residual, n_iters=20, init="kmeans++", generator=None):
+    def init_from_data(self, residual, n_iters=20, init="kmeans++", generator=None, points_per_centroid=0):
         """k-means under this level's distance. Clusters decide membership; a raw-space codeword is
         the plain mean of its members (the least-squares codeword), a unit-space one the spherical
-        centroid."""
+        centroid. ``points_per_centroid`` > 0 fits the centroids on at most that many residuals
+        per codeword (a sample; every residual is still assigned)."""
         centroids, assign = kmeans(residual, self.codebook_size, self.distance, n_iters=n_iters, init=init,
-                                  generator=generator)
+                                  generator=generator, max_points=points_per_centroid * self.codebook_size)
         counts = torch.bincount(assign, minlength=self.codebook_size)
         if not self.unit_space:
             sums = torch.zeros_like(centroids).index_add_(0, assign, residual.float())
@@ -199,9 +201,10 @@ class RQTokenizer(nn.Module):
 
     def __init__(self, in_dim, semantic_dim=64, hidden_sizes=(512, 256), n_levels=3, codebook_size=256,
                  distances=("cosine", "cosine", "euclidean"), beta=0.25, use_ema=False, ema_decay=0.99,
-                 dead_code_steps=0, dropout=0.0, cosine_codewords="raw"):
+                 dead_code_steps=0, dropout=0.0, cosine_codewords="raw", unique_last_level=False):
         super().__init__()
         self.in_dim = in_dim
+        self.unique_last_level = unique_last_level  # encode() matches colliding items to free last codewords
         self.semantic_dim = semantic_dim
         self.n_levels = n_levels
         self.codebook_size = codebook_size
@@ -233,6 +236,7 @@ class RQTokenizer(nn.Module):
             dead_code_steps=int(config_value(config, "rq_dead_code_steps", 0)),
             dropout=float(config_value(config, "rq_dropout", 0.0)),
             cosine_codewords=str(config_value(config, "rq_cosine_codewords", "raw")),
+            unique_last_level=bool(config_value(config, "rq_unique_last_level", False)),
         )
 
     def quantize(self, latent):
@@ -266,21 +270,32 @@ class RQTokenizer(nn.Module):
             self.train(was_training)
 
     @torch.no_grad()
-    def init_codebooks(self, x, n_iters=20, init="kmeans++", batch_size=8192, generator=None):
-        """k-means each level's codebook on that level's residuals of ``encoder(x)``, level by level."""
+    def init_codebooks(self, x, n_iters=20, init="kmeans++", batch_size=8192, generator=None, points_per_centroid=0):
+        """k-means each level's codebook on that level's residuals of ``encoder(x)``, level by level
+        (on a sample of ``points_per_centroid`` x codebook size residuals when > 0 and smaller)."""
         residual = self._eval_latent(x, batch_size)
         for level in self.levels:
-            level.init_from_data(residual, n_iters=n_iters, init=init, generator=generator)
+            level.init_from_data(residual, n_iters=n_iters, init=init, generator=generator,
+                                 points_per_centroid=points_per_centroid)
             residual = residual - level.codewords()[level.assign(residual)]
         self.initialized.fill_(True)
 
     @torch.no_grad()
-    def encode(self, x, batch_size=8192):
-        """Semantic IDs [N, L] of ``x`` [N, in_dim] (eval path: no dropout, no state change)."""
+    def encode(self, x, batch_size=8192, first=None):
+        """Semantic IDs [N, L] of ``x`` [N, in_dim] (eval path: no dropout, no state change).
+
+        With ``unique_last_level`` the last level is a collision-free matching within each
+        code prefix (:func:`~recbole_usr.quantization.unique_codes.unique_last_codes`; rows in
+        the bool mask ``first`` are matched before the others), so codes depend on which
+        items are encoded together: encode the whole catalogue at once."""
         residual = self._eval_latent(x, batch_size)
         codes = []
-        for level in self.levels:
-            level_codes = level.assign(residual)
+        for i, level in enumerate(self.levels):
+            if self.unique_last_level and i == self.n_levels - 1:
+                prefix = torch.stack(codes, dim=1) if codes else residual.new_zeros(x.shape[0], 0, dtype=torch.long)
+                level_codes = unique_last_codes(residual, prefix, level, first)
+            else:
+                level_codes = level.assign(residual)
             codes.append(level_codes)
             residual = residual - level.codewords()[level_codes]
         return torch.stack(codes, dim=1) if codes else residual.new_zeros(x.shape[0], 0, dtype=torch.long)
@@ -321,11 +336,12 @@ class RQTokenizer(nn.Module):
 
 
 def fit_tokenizer(tokenizer, x, epochs, batch_size, lr, show_progress=True, generator=None, kmeans_init=True,
-                  kmeans_iters=20, weight_decay=0.0, desc="RQ tokenizer", restart_unused=True):
+                  kmeans_iters=20, weight_decay=0.0, desc="RQ tokenizer", restart_unused=True,
+                  kmeans_points_per_centroid=0):
     """Train ``tokenizer`` alone on ``x`` [N, in_dim] with Adam on recon + quantisation losses.
 
     Runs k-means initialisation first when ``kmeans_init`` and the codebooks are not yet
-    initialised. With ``restart_unused``, codewords no item selects after an epoch are
+    initialised (``kmeans_points_per_centroid``: see :meth:`RQTokenizer.init_codebooks`). With ``restart_unused``, codewords no item selects after an epoch are
     re-seeded (:meth:`RQTokenizer.restart_unused_codes`) *between* epochs only, and the
     per-step dead-code restart (``dead_code_steps``) is off during the last epoch: a restart
     at the end would hand each re-seeded codeword to the item it was copied from, and the
@@ -335,7 +351,8 @@ def fit_tokenizer(tokenizer, x, epochs, batch_size, lr, show_progress=True, gene
     """
     x = x.detach().float()
     if kmeans_init and not bool(tokenizer.initialized):
-        tokenizer.init_codebooks(x, n_iters=kmeans_iters, generator=generator)
+        tokenizer.init_codebooks(x, n_iters=kmeans_iters, generator=generator,
+                                 points_per_centroid=kmeans_points_per_centroid)
     params = [p for p in tokenizer.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     was_training = tokenizer.training

@@ -21,7 +21,7 @@ from torch import nn
 from recbole_usr.config_values import config_value
 from recbole_usr.data.text_embedding import load_item_text_embeddings
 from recbole_usr.model.item_representations.parameters import count_parameters, init_id_table, size_figures
-from recbole_usr.semantic_id_artifact import semantic_ids_for
+from recbole_usr.semantic_id_artifact import fit_mask, semantic_ids_for
 
 
 class UnifiedItemEmbedding(nn.Module):
@@ -58,6 +58,7 @@ class UnifiedItemEmbedding(nn.Module):
         self.register_buffer("text_embeddings", text, persistent=False)
         artifact = semantic_ids_for(config, dataset)
         self.tokenizer = artifact.tokenizer(in_dim=text.shape[1])
+        self.fit_mask = fit_mask(text.shape[0], artifact.fit_items)  # matched first by a unique last level
         if self.train_mode == "two_stage":
             self.tokenizer.requires_grad_(False)
         self.register_buffer("codes", artifact.codes.clone())  # row 0 padding; the codes in use
@@ -74,7 +75,7 @@ class UnifiedItemEmbedding(nn.Module):
         if missing:
             getLogger().warning("This checkpoint predates saved semantic IDs: its codes are re-assigned from its "
                                 "tokenizer, as that version did at evaluation time.")
-            module.codes[1:] = module.tokenizer.encode(module.text_embeddings[1:])
+            module.codes[1:] = module.tokenizer.encode(module.text_embeddings[1:], first=module.fit_mask)
             for key in missing:
                 incompatible_keys.missing_keys.remove(key)
 
@@ -86,7 +87,7 @@ class UnifiedItemEmbedding(nn.Module):
     def refresh_codes(self):
         """Re-assign every item's codes from the current tokenizer (start of a training
         epoch); returns the share of items whose codes changed."""
-        codes = self.tokenizer.encode(self.text_embeddings[1:])
+        codes = self.tokenizer.encode(self.text_embeddings[1:], first=self.fit_mask)
         changed = (codes != self.codes[1:]).any(dim=1)
         self.codes[1:] = codes
         self.code_churn = float(changed.float().mean()) if len(changed) else 0.0

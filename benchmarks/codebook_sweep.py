@@ -1,0 +1,122 @@
+"""Codebook size and duplicate semantic IDs (issue 17, items 2 and 3): tokenizer statistics.
+
+    python -m benchmarks.codebook_sweep --datasets Amazon_Beauty Amazon_Sports_and_Outdoors \\
+        --sizes 64 128 256 512 1024 --seed 2020
+
+For each dataset and codebook size K, ``python -m recbole_usr.tokenize`` fits the hybrid
+tokenizer (cosine, cosine, Euclidean; the plugin's defaults otherwise: k-means initialisation,
+unused codewords re-seeded between pre-training epochs, never after the last) twice:
+
+- ``nearest``: every level takes the nearest codeword (today's tokenizer);
+- ``unique``: ``--rq_unique_last_level=True``, the last level a collision-free matching within
+  each code prefix (``recbole_usr/quantization/unique_codes.py``).
+
+Statistics are those of the codes the models use (taken after the last epoch, no restart
+after it): per-level activation and perplexity, unique coverage (share of items whose full
+ID no other item has, no extra level), and the largest collision group, which is also the
+number of values TIGER's extra de-duplication level needs. Writes
+``benchmarks/results/codebook_sweep.{json,md,png}`` with the command, code state, seed,
+torch threads and versions. NDCG@10 per setting needs training runs and is not measured here.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+from benchmarks.run import RESULTS_DIR
+from benchmarks.tokenizer_table import provenance_line, run_tokenize
+
+VARIANTS = {"nearest": [], "unique": ["--rq_unique_last_level=True"]}
+OUTPUT = os.path.join(RESULTS_DIR, "codebook_sweep")
+
+
+def run_setting(dataset, size, variant, seed, threads):
+    flags = ["--tokenizer_schemes=[hybrid]", "--rq_distances=hybrid", f"--rq_codebook_size={size}",
+             *VARIANTS[variant]]
+    record = run_tokenize(dataset, f"hybrid-K{size}-{variant}", flags, seed, threads, "codebook_sweep")
+    stats = record["schemes"]["hybrid"]
+    return {"dataset": dataset, "codebook_size": size, "variant": variant,
+            "activation": stats["activation"], "perplexity": stats["perplexity"],
+            "unique_coverage": stats["unique_coverage"], "n_distinct": stats["n_distinct"],
+            "max_collision": stats["max_collision"], "n_items": stats["n_items"],
+            "fit_seconds": stats.get("seconds"), "command": record["command"],
+            "git_describe": record["git_describe"], "torch_threads": record.get("torch_threads"),
+            "versions": record.get("versions"), "machine": record["machine"]}
+
+
+def write_markdown(path, rows, info):
+    lines = ["| dataset | K | last level | activation per level | perplexity per level | unique coverage | "
+             "largest collision (TIGER dedup values) |", "|---|---:|---|---|---|---:|---:|"]
+    for r in rows:
+        act = " / ".join(f"{100 * a:.1f}%" for a in r["activation"])
+        ppl = " / ".join(f"{p:.0f}" for p in r["perplexity"])
+        lines.append(f"| {r['dataset']} | {r['codebook_size']} | {r['variant']} | {act} | {ppl} | "
+                     f"{100 * r['unique_coverage']:.2f}% | {r['max_collision']} |")
+    text = ["# Codebook size and duplicate semantic IDs (hybrid tokenizer)", "",
+            "Statistics of the codes the models use. *nearest*: every level takes its nearest codeword; "
+            "*unique*: `--rq_unique_last_level=True` (items sharing the first two codes matched to distinct "
+            "last codewords at the least total distance; items fitted on first). Unique coverage: share of "
+            "items whose 3-code ID no other item has, with no extra level.", "", *lines, "",
+            f"Provenance: {provenance_line(info)}", ""]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(text))
+
+
+def write_plot(path, rows, info):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    fig, axes = plt.subplots(len(datasets), 2, figsize=(10, 3.2 * len(datasets)), squeeze=False)
+    for row_axes, dataset in zip(axes, datasets):
+        for variant, style in (("nearest", "-"), ("unique", "--")):
+            mine = sorted((r for r in rows if r["dataset"] == dataset and r["variant"] == variant),
+                          key=lambda r: r["codebook_size"])
+            if not mine:
+                continue
+            sizes = [r["codebook_size"] for r in mine]
+            for level in range(len(mine[0]["activation"])):
+                row_axes[0].plot(sizes, [100 * r["activation"][level] for r in mine], style, marker="o",
+                                 color=f"C{level}", label=f"level {level + 1} ({variant})")
+            row_axes[1].plot(sizes, [100 * r["unique_coverage"] for r in mine], style, marker="o", color="k",
+                             label=variant)
+        for ax, ylabel in zip(row_axes, ("codeword activation (%)", "unique coverage (%)")):
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("codebook size K")
+            ax.set_ylabel(ylabel)
+            ax.set_title(dataset, fontsize=9)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.suptitle("Hybrid RQ tokenizer: activation and unique IDs by codebook size", fontsize=10)
+    fig.text(0.01, 0.005, provenance_line(info).replace("`", ""), fontsize=6, wrap=True)
+    fig.tight_layout(rect=(0, 0.04, 1, 0.96))
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=["Amazon_Beauty", "Amazon_Sports_and_Outdoors"])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[64, 128, 256, 512, 1024])
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--seed", type=int, default=2020)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (OMP_NUM_THREADS)")
+    args = parser.parse_args(argv)
+    command = "python -m benchmarks.codebook_sweep " + " ".join(sys.argv[1:] if argv is None else argv)
+    rows = [run_setting(dataset, size, variant, args.seed, args.threads)
+            for dataset in args.datasets for size in args.sizes for variant in args.variants]
+    info = {"command": command.strip(), "seed": args.seed, "git_describe": rows[0]["git_describe"],
+            "torch_threads": rows[0]["torch_threads"], "versions": rows[0]["versions"],
+            "machine": rows[0]["machine"]}
+    with open(OUTPUT + ".json", "w", encoding="utf-8") as f:
+        json.dump({**info, "rows": rows}, f, indent=2)
+    write_markdown(OUTPUT + ".md", rows, info)
+    write_plot(OUTPUT + ".png", rows, info)
+    print(f"[codebook_sweep] wrote {OUTPUT}.md, .json, .png")
+
+
+if __name__ == "__main__":
+    main()
