@@ -9,7 +9,10 @@ unused codewords re-seeded between pre-training epochs, never after the last) tw
 
 - ``nearest``: every level takes the nearest codeword (today's tokenizer);
 - ``unique``: ``--rq_unique_last_level=True``, the last level a collision-free matching within
-  each code prefix (``recbole_usr/quantization/unique_codes.py``).
+  each code prefix (``recbole_usr/quantization/unique_codes.py``);
+- ``learned`` (issue 17, item 4; not in the default ``--variants``): every level looks up with
+  ``w cos + (1 - w) Euclidean``, ``w`` learned per level (``--rq_distances=learned``); the
+  learned weights are reported.
 
 Statistics are those of the codes the models use (taken after the last epoch, no restart
 after it): per-level activation and perplexity, unique coverage (share of items whose full
@@ -27,37 +30,46 @@ import sys
 from benchmarks.run import RESULTS_DIR
 from benchmarks.tokenizer_table import provenance_line, run_tokenize
 
-VARIANTS = {"nearest": [], "unique": ["--rq_unique_last_level=True"]}
+# name: (lookup scheme, extra flags)
+VARIANTS = {
+    "nearest": ("hybrid", []),
+    "unique": ("hybrid", ["--rq_unique_last_level=True"]),
+    "learned": ("learned", []),
+}
 OUTPUT = os.path.join(RESULTS_DIR, "codebook_sweep")
 
 
 def run_setting(dataset, size, variant, seed, threads):
-    flags = ["--tokenizer_schemes=[hybrid]", "--rq_distances=hybrid", f"--rq_codebook_size={size}",
-             *VARIANTS[variant]]
-    record = run_tokenize(dataset, f"hybrid-K{size}-{variant}", flags, seed, threads, "codebook_sweep")
-    stats = record["schemes"]["hybrid"]
+    scheme, extra = VARIANTS[variant]
+    flags = [f"--tokenizer_schemes=[{scheme}]", f"--rq_distances={scheme}", f"--rq_codebook_size={size}", *extra]
+    record = run_tokenize(dataset, f"{scheme}-K{size}-{variant}", flags, seed, threads, "codebook_sweep")
+    stats = record["schemes"][scheme]
     return {"dataset": dataset, "codebook_size": size, "variant": variant,
             "activation": stats["activation"], "perplexity": stats["perplexity"],
             "unique_coverage": stats["unique_coverage"], "n_distinct": stats["n_distinct"],
             "max_collision": stats["max_collision"], "n_items": stats["n_items"],
+            "cosine_weight": stats.get("cosine_weight"),
             "fit_seconds": stats.get("seconds"), "command": record["command"],
             "git_describe": record["git_describe"], "torch_threads": record.get("torch_threads"),
             "versions": record.get("versions"), "machine": record["machine"]}
 
 
 def write_markdown(path, rows, info):
-    lines = ["| dataset | K | last level | activation per level | perplexity per level | unique coverage | "
-             "largest collision (TIGER dedup values) |", "|---|---:|---|---|---|---:|---:|"]
+    lines = ["| dataset | K | variant | cosine weight per level | activation per level | perplexity per level | "
+             "unique coverage | largest collision (TIGER dedup values) |", "|---|---:|---|---|---|---|---:|---:|"]
     for r in rows:
         act = " / ".join(f"{100 * a:.1f}%" for a in r["activation"])
         ppl = " / ".join(f"{p:.0f}" for p in r["perplexity"])
-        lines.append(f"| {r['dataset']} | {r['codebook_size']} | {r['variant']} | {act} | {ppl} | "
+        weights = " / ".join(f"{w:.2f}" for w in r["cosine_weight"]) if r.get("cosine_weight") else "1 / 1 / 0 (fixed)"
+        lines.append(f"| {r['dataset']} | {r['codebook_size']} | {r['variant']} | {weights} | {act} | {ppl} | "
                      f"{100 * r['unique_coverage']:.2f}% | {r['max_collision']} |")
-    text = ["# Codebook size and duplicate semantic IDs (hybrid tokenizer)", "",
-            "Statistics of the codes the models use. *nearest*: every level takes its nearest codeword; "
-            "*unique*: `--rq_unique_last_level=True` (items sharing the first two codes matched to distinct "
-            "last codewords at the least total distance; items fitted on first). Unique coverage: share of "
-            "items whose 3-code ID no other item has, with no extra level.", "", *lines, "",
+    text = ["# Codebook size, duplicate semantic IDs and the lookup distance", "",
+            "Statistics of the codes the models use. *nearest*: hybrid lookup (cosine, cosine, Euclidean), every "
+            "level takes its nearest codeword; *unique*: the same with `--rq_unique_last_level=True` (items sharing "
+            "the first two codes matched to distinct last codewords at the least total distance; items fitted on "
+            "first); *learned*: `--rq_distances=learned` (each level's lookup `w cos + (1 - w) Euclidean`, `w` "
+            "learned from the reconstruction loss, starting at 0.5). Unique coverage: share of items whose 3-code "
+            "ID no other item has, with no extra level.", "", *lines, "",
             f"Provenance: {provenance_line(info)}", ""]
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(text))
@@ -72,7 +84,7 @@ def write_plot(path, rows, info):
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     fig, axes = plt.subplots(len(datasets), 2, figsize=(10, 3.2 * len(datasets)), squeeze=False)
     for row_axes, dataset in zip(axes, datasets):
-        for variant, style in (("nearest", "-"), ("unique", "--")):
+        for variant, style in (("nearest", "-"), ("unique", "--"), ("learned", ":")):
             mine = sorted((r for r in rows if r["dataset"] == dataset and r["variant"] == variant),
                           key=lambda r: r["codebook_size"])
             if not mine:
@@ -90,7 +102,7 @@ def write_plot(path, rows, info):
             ax.set_title(dataset, fontsize=9)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    fig.suptitle("Hybrid RQ tokenizer: activation and unique IDs by codebook size", fontsize=10)
+    fig.suptitle("RQ tokenizer: activation and unique IDs by codebook size", fontsize=10)
     fig.text(0.01, 0.005, provenance_line(info).replace("`", ""), fontsize=6, wrap=True)
     fig.tight_layout(rect=(0, 0.04, 1, 0.96))
     fig.savefig(path, dpi=80)
@@ -101,7 +113,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=["Amazon_Beauty", "Amazon_Sports_and_Outdoors"])
     parser.add_argument("--sizes", nargs="+", type=int, default=[64, 128, 256, 512, 1024])
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["nearest", "unique"])
+    parser.add_argument("--out", default=OUTPUT, help="output path without extension")
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (OMP_NUM_THREADS)")
     args = parser.parse_args(argv)
@@ -111,11 +124,11 @@ def main(argv=None):
     info = {"command": command.strip(), "seed": args.seed, "git_describe": rows[0]["git_describe"],
             "torch_threads": rows[0]["torch_threads"], "versions": rows[0]["versions"],
             "machine": rows[0]["machine"]}
-    with open(OUTPUT + ".json", "w", encoding="utf-8") as f:
+    with open(args.out + ".json", "w", encoding="utf-8") as f:
         json.dump({**info, "rows": rows}, f, indent=2)
-    write_markdown(OUTPUT + ".md", rows, info)
-    write_plot(OUTPUT + ".png", rows, info)
-    print(f"[codebook_sweep] wrote {OUTPUT}.md, .json, .png")
+    write_markdown(args.out + ".md", rows, info)
+    write_plot(args.out + ".png", rows, info)
+    print(f"[codebook_sweep] wrote {args.out}.md, .json, .png")
 
 
 if __name__ == "__main__":

@@ -159,11 +159,13 @@ def run_command(argv=None):
         tokenizer, codes, history = train_scheme(config, dataset, full_text, distances, seed, show_progress)
         stats = codebook_statistics(codes, codebook_size)
         stats.update(distances=distances, seconds=time.time() - start, final_losses=history[-1] if history else {},
-                     codeword_usage=sorted_usage(codes, codebook_size))
+                     codeword_usage=sorted_usage(codes, codebook_size), cosine_weight=tokenizer.cosine_weights())
         results[scheme], codes_by_scheme[scheme] = stats, codes
         if scheme == chosen:
             chosen_tokenizer = tokenizer
-        print(f"{scheme}: unique coverage {100 * stats['unique_coverage']:.2f}% ({stats['seconds']:.1f}s)")
+        learned = "" if stats["cosine_weight"] is None else (
+            ", learned cosine weight per level " + " / ".join(f"{w:.2f}" for w in stats["cosine_weight"]))
+        print(f"{scheme}: unique coverage {100 * stats['unique_coverage']:.2f}%{learned} ({stats['seconds']:.1f}s)")
 
     table = format_stats_table(results)
     print(f"\nSemantic IDs of {config['dataset']} ({text.shape[0]} items, L={n_levels}, K={codebook_size}):")

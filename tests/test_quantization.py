@@ -419,3 +419,68 @@ def test_format_stats_table_lists_every_scheme():
     lines = table.splitlines()
     assert len(lines) == 4 and "act@2" in lines[0]
     assert lines[2].startswith("| cosine") and "50.00%" in lines[2] and "100.00%" in lines[3]
+
+
+# ---- learned cosine / Euclidean mix ------------------------------------------------------------
+
+def test_learned_level_lookup_follows_its_mix_weight():
+    level = CodebookLevel(2, 2, "learned")
+    level.set_codewords(torch.tensor([[3.0, 0.0], [0.0, 1.0]]))
+    level.euclid_scale.fill_(2.0)
+    x = torch.tensor([[1.0, 0.0]])
+    # d(x, a) = w * 0 + (1 - w) * 4 / 2 = 2 (1 - w); d(x, b) = w * 1 + (1 - w) * 2 / 2 = 1
+    with torch.no_grad():
+        level.mix_logit.fill_(math.log(0.9 / 0.1))  # w = 0.9: mostly cosine
+    assert torch.allclose(level.distance.pairwise(x, level.codebook), torch.tensor([[0.2, 1.0]]), atol=1e-6)
+    assert level.assign(x).item() == 0
+    with torch.no_grad():
+        level.mix_logit.fill_(math.log(0.1 / 0.9))  # w = 0.1: mostly Euclidean
+    assert torch.allclose(level.distance.pairwise(x, level.codebook), torch.tensor([[1.8, 1.0]]), atol=1e-6)
+    assert level.assign(x).item() == 1
+
+
+def test_learned_level_scale_is_the_mean_squared_residual_norm_at_init():
+    x = clustered(n_clusters=4, per_cluster=10, dim=8)
+    level = CodebookLevel(4, 8, "learned")
+    level.init_from_data(x, generator=torch.Generator().manual_seed(0))
+    assert torch.isclose(level.euclid_scale, x.pow(2).sum(1).mean())
+
+
+def test_mix_gradient_reaches_the_mix_weight_only():
+    x = clustered(n_clusters=8, per_cluster=10)
+    tok = small_tokenizer(distances="learned")
+    tok.init_codebooks(x, generator=torch.Generator().manual_seed(0))
+    tok.train()
+
+    def gradients(with_mix):
+        tok.zero_grad()
+        if not with_mix:
+            for level in tok.levels:
+                level.mix_path = lambda residual: None
+        out = tok(x)
+        (out.recon_loss + out.quantization_loss).backward()
+        for level in tok.levels:
+            level.__dict__.pop("mix_path", None)
+        return {name: None if p.grad is None else p.grad.clone() for name, p in tok.named_parameters()}
+
+    state = {k: v.clone() for k, v in tok.state_dict().items()}
+    with_mix = gradients(True)
+    tok.load_state_dict(state)  # the scale buffers moved with the first forward
+    without = gradients(False)
+    for name, grad in with_mix.items():
+        if name.endswith("mix_logit"):
+            assert grad is not None and grad.abs() > 0
+            assert without[name] is None or without[name].abs() == 0
+        else:
+            assert torch.allclose(grad, without[name], atol=1e-6), name  # encoder, decoder, codebooks unchanged
+
+
+def test_fitting_moves_the_learned_weights_and_reports_them():
+    x = clustered(n_clusters=8, per_cluster=20)
+    tok = small_tokenizer(distances="learned")
+    assert tok.cosine_weights() == [0.5, 0.5, 0.5]
+    fit_tokenizer(tok, x, epochs=5, batch_size=32, lr=1e-2, show_progress=False,
+                  generator=torch.Generator().manual_seed(0))
+    weights = tok.cosine_weights()
+    assert all(0.0 < w < 1.0 for w in weights) and max(abs(w - 0.5) for w in weights) > 1e-3
+    assert small_tokenizer().cosine_weights() is None  # fixed lookups report nothing

@@ -63,14 +63,42 @@ class EuclideanDistance(Distance):
         return d.clamp_min_(0.0)
 
 
-DISTANCES = {"cosine": CosineDistance, "euclidean": EuclideanDistance}
+class LearnedMixDistance(Distance):
+    """``w (1 - cos(x, c)) + (1 - w) ||x - c||^2 / s``: a per-level mix of the two lookups.
+
+    ``w`` = sigmoid of the owning level's ``mix_logit`` (learned, see
+    :meth:`~recbole_usr.quantization.rq_tokenizer.CodebookLevel.mix_path`) and ``s`` its
+    ``euclid_scale`` (the mean squared residual norm), which puts both terms on a scale of
+    about 1. Without an owner (a bare ``get_distance("learned")``) ``w`` = 0.5 and ``s`` = 1.
+    Vectors are compared unprojected, as by the Euclidean lookup.
+    """
+
+    name = "learned"
+
+    def __init__(self, owner=None):
+        self.owner = owner
+
+    def weight(self):
+        return torch.sigmoid(self.owner.mix_logit) if self.owner is not None else torch.tensor(0.5)
+
+    def project(self, x):
+        return x
+
+    def pairwise(self, x, codebook):
+        scale = self.owner.euclid_scale if self.owner is not None else 1.0
+        w = self.weight()
+        return w * COSINE.pairwise(x, codebook) + (1 - w) * EUCLIDEAN.pairwise(x, codebook) / scale
+
+
+COSINE, EUCLIDEAN = CosineDistance(), EuclideanDistance()
+DISTANCES = {"cosine": CosineDistance, "euclidean": EuclideanDistance, "learned": LearnedMixDistance}
 
 # Whole-scheme shorthands, handy on the command line (--rq_distances=hybrid).
-SCHEMES = ("cosine", "euclidean", "hybrid")
+SCHEMES = ("cosine", "euclidean", "hybrid", "learned")
 
 
 def get_distance(name):
-    """The :class:`Distance` called ``name`` (``"cosine"`` or ``"euclidean"``)."""
+    """The :class:`Distance` called ``name`` (``"cosine"``, ``"euclidean"`` or ``"learned"``)."""
     key = str(name).strip().lower()
     if key not in DISTANCES:
         raise ValueError(f"unknown distance {name!r}; choose from {sorted(DISTANCES)}")
@@ -80,7 +108,7 @@ def get_distance(name):
 def resolve_distances(spec, n_levels):
     """Per-level distance names from a list, or from a scheme name.
 
-    ``"cosine"`` / ``"euclidean"`` use that distance at every level; ``"hybrid"`` uses cosine
+    ``"cosine"`` / ``"euclidean"`` / ``"learned"`` use that distance at every level; ``"hybrid"`` uses cosine
     on all levels but the last, which is Euclidean (the paper's scheme). A list must have
     one entry per level.
     """

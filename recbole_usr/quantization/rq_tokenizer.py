@@ -28,7 +28,9 @@ Gradients. ``quantized = z + (sum of used codewords - z).detach()``: its value i
 codewords, and its gradient reaches the encoder unchanged (straight-through), once, whatever
 the number of levels or the residual norms, so a downstream recommendation loss trains the
 encoder stably. Codewords learn from the codebook loss (or from EMA updates when
-``use_ema``); the encoder also learns from the commitment loss at every level.
+``use_ema``); the encoder also learns from the commitment loss at every level. A ``learned``
+level (lookup distance ``w cos + (1 - w) Euclidean``) adds a zero-valued relaxed term through
+which the reconstruction loss trains ``w`` alone (:meth:`CodebookLevel.mix_path`).
 
 Losses are sums over features, means over items, summed over levels:
 ``codebook = sum_l |sg(r_l) - e_l|^2``, ``commitment = beta * sum_l |r_l - sg(e_l)|^2``,
@@ -43,9 +45,11 @@ from tqdm.auto import tqdm
 
 from recbole_usr.config_values import config_value
 from recbole_usr.quantization.codebook_stats import codebook_statistics
-from recbole_usr.quantization.distances import get_distance, resolve_distances
+from recbole_usr.quantization.distances import LearnedMixDistance, get_distance, resolve_distances
 from recbole_usr.quantization.kmeans import kmeans, sample_rows
 from recbole_usr.quantization.unique_codes import unique_last_codes
+
+MIX_TEMPERATURE = 0.1  # softness of a learned level's relaxed lookup (distances are ~1: see LearnedMixDistance)
 
 
 @dataclass
@@ -102,6 +106,11 @@ class CodebookLevel(nn.Module):
         self.ema_eps = ema_eps
         self.dead_code_steps = dead_code_steps
         self.codebook = nn.Parameter(torch.randn(codebook_size, dim) / dim ** 0.5, requires_grad=not use_ema)
+        self.learns_mix = self.distance.name == "learned"
+        if self.learns_mix:  # the lookup's cosine / Euclidean weight, learned (see mix_path)
+            self.mix_logit = nn.Parameter(torch.zeros(()))
+            self.register_buffer("euclid_scale", torch.ones(()))
+            self.distance = LearnedMixDistance(self)
         # consecutive training steps each codeword went unselected
         self.register_buffer("unused_steps", torch.zeros(codebook_size, dtype=torch.long))
         if use_ema:
@@ -131,12 +140,30 @@ class CodebookLevel(nn.Module):
             self.ema_count.copy_(counts)
             self.ema_sum.copy_(vectors * counts[:, None])
 
+    def mix_path(self, residual):
+        """Zero-valued term whose gradient trains a learned level's mix weight (``None`` for
+        the fixed lookups).
+
+        The hard nearest-codeword choice has no gradient, so the weight learns through its
+        soft relaxation: ``soft = softmax(-d_w(r, C) / MIX_TEMPERATURE) @ C`` with residuals
+        and codewords detached, added to the quantised vector as ``soft - sg(soft)``. The
+        reconstruction loss then moves ``w`` towards the lookup whose choices reconstruct
+        better; the codes, the codebooks and the encoder see exactly what they would without it.
+        """
+        if not (self.learns_mix and self.training):
+            return None
+        soft = torch.softmax(-self.distance.pairwise(residual.detach(), self.codebook.detach()) / MIX_TEMPERATURE, 1)
+        soft = soft @ self.codebook.detach()
+        return soft - soft.detach()
+
     @torch.no_grad()
     def init_from_data(self, residual, n_iters=20, init="kmeans++", generator=None, points_per_centroid=0):
         """k-means under this level's distance. Clusters decide membership; a raw-space codeword is
         the plain mean of its members (the least-squares codeword), a unit-space one the spherical
         centroid. ``points_per_centroid`` > 0 fits the centroids on at most that many residuals
         per codeword (a sample; every residual is still assigned)."""
+        if self.learns_mix:
+            self.euclid_scale.fill_(float(residual.float().pow(2).sum(1).mean().clamp_min(1e-12)))
         centroids, assign = kmeans(residual, self.codebook_size, self.distance, n_iters=n_iters, init=init,
                                   generator=generator, max_points=points_per_centroid * self.codebook_size)
         counts = torch.bincount(assign, minlength=self.codebook_size)
@@ -160,6 +187,9 @@ class CodebookLevel(nn.Module):
             codebook_loss = (target.detach() - used).pow(2).sum(-1).mean()
         if self.training:
             self._count_usage(codes)
+            if self.learns_mix:  # follow the residuals' scale as the encoder moves
+                # out of place: this step's relaxed lookup (mix_path) holds the old value for backward
+                self.euclid_scale = 0.99 * self.euclid_scale + 0.01 * residual.detach().pow(2).sum(-1).mean()
             if self.use_ema:
                 self._ema_update(codes, target.detach())
         return codes, used, codebook_loss, commitment
@@ -243,15 +273,19 @@ class RQTokenizer(nn.Module):
         """Residual quantisation of ``latent``: (quantized, codes, codebook_loss, commitment_loss)."""
         residual = latent
         total = torch.zeros_like(latent)
+        mix = torch.zeros_like(latent)  # zero; carries the learned levels' mix gradients
         codes, cb_loss, commit_loss = [], latent.new_zeros(()), latent.new_zeros(())
         for level in self.levels:
+            path = level.mix_path(residual)
+            if path is not None:
+                mix = mix + path
             level_codes, used, cb, commit = level(residual)
             codes.append(level_codes)
             total = total + used
             residual = residual - used.detach()
             cb_loss = cb_loss + cb
             commit_loss = commit_loss + commit
-        quantized = latent + (total - latent).detach()  # straight-through to the encoder
+        quantized = latent + (total - latent).detach() + mix  # straight-through to the encoder
         return quantized, torch.stack(codes, dim=1), cb_loss, self.beta * commit_loss
 
     def forward(self, x):
@@ -326,6 +360,14 @@ class RQTokenizer(nn.Module):
                 restarted += unused.numel()
             residual = residual - level.codewords()[codes]
         return restarted
+
+    def cosine_weights(self):
+        """Per level, the cosine share of the lookup: 1 cosine, 0 Euclidean, learned in
+        between for a ``learned`` level; ``None`` when no level learns it."""
+        if not any(level.learns_mix for level in self.levels):
+            return None
+        return [float(level.distance.weight().detach()) if level.learns_mix else float(level.distance.name == "cosine")
+                for level in self.levels]
 
     def embed_codes(self, codes):
         """The quantised vector [N, semantic_dim] that ``codes`` [N, L] stand for (sum of used codewords)."""
