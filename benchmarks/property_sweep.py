@@ -1,0 +1,152 @@
+"""Accuracy as one property of a recipe varies (issue 17: ID width, codebook size, unique last
+level, lookup distance), under both full-ranking protocols, mean ± sd over seeds.
+
+    python -m benchmarks.property_sweep --recipe unified_ss --property id_dim --values 0 4 8 16 32 64 \\
+        --datasets Amazon_Beauty Amazon_Sports_and_Outdoors --seeds 2020 2021 2022
+    python -m benchmarks.property_sweep --recipe unified_ss --property rq_codebook_size --values 64 256 1024
+    python -m benchmarks.property_sweep --recipe unified_ss+id_dim=0+semantic_dim=256 \\
+        --property rq_unique_last_level --values False True
+
+Every run is a recipe run of :mod:`benchmarks.recipes` (``<recipe>+<property>=<value>``, its own
+JSON under benchmarks/results/, kept in RESULTS.md's recipe table); ``--reuse`` skips runs whose
+JSON already exists. Writes ``<out>.json``, ``.md`` and ``.png`` (default
+``benchmarks/results/sweep-<recipe>-<property>``): NDCG@10 and Recall@10, seen items kept
+(RecBole's protocol) and removed (eSASRec's), against the value and the item table's size, with
+the command, code, seeds, threads and versions. Failed runs are listed, never averaged.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+from benchmarks.recipes import parse_recipe, result_path, run_recipe
+from benchmarks.run import RESULTS_DIR, slug
+
+PROTOCOLS = {"history_kept": "seen kept (RecBole)", "history_removed": "seen removed (eSASRec)"}
+METRICS = ("ndcg@10", "recall@10")
+
+
+def mean_sd(values):
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarise(records, value):
+    """One table row: a value's mean ± sd per protocol and metric over its successful runs."""
+    ok = [r for r in records if r.get("returncode") == 0 and r.get("test_result_by_protocol")]
+    row = {"value": value, "seeds": [r["seed"] for r in ok], "failed": [r["seed"] for r in records if r not in ok],
+           "item_table": (ok[0]["parameter_counts"].get("item_embedding") if ok else None),
+           "stopped_by_time_budget": any(r.get("stopped_by_time_budget") for r in ok),
+           "seconds_to_best_valid": mean_sd([r["seconds_to_best_valid"] for r in ok
+                                             if r.get("seconds_to_best_valid") is not None])[0]}
+    for protocol in PROTOCOLS:
+        for metric in METRICS:
+            row[f"{protocol}/{metric}"] = mean_sd([r["test_result_by_protocol"][protocol][metric] for r in ok])
+    return row
+
+
+def fmt(pair):
+    mean, sd = pair
+    return "–" if mean is None else f"{mean:.4f} ± {sd:.4f}"
+
+
+def write_markdown(path, info, table):
+    header = ["dataset", info["property"], "item table"] + [f"{m} {PROTOCOLS[p]}" for p in PROTOCOLS for m in METRICS]
+    lines = ["| " + " | ".join(header + ["seeds", "failed"]) + " |", "|" + "---|" * (len(header) + 2)]
+    for dataset, rows in table.items():
+        for row in rows:
+            budget = " ‡" if row["stopped_by_time_budget"] else ""
+            cells = [dataset, f"{row['value']}{budget}",
+                     "–" if row["item_table"] is None else f"{row['item_table']:,}"]
+            cells += [fmt(row[f"{p}/{m}"]) for p in PROTOCOLS for m in METRICS]
+            cells += [",".join(map(str, row["seeds"])) or "–", ",".join(map(str, row["failed"])) or "–"]
+            lines.append("| " + " | ".join(cells) + " |")
+    text = [f"# {info['recipe']}: {info['property']} sweep", "",
+            f"Command: `{info['command']}`", "",
+            f"Code {info['git_describe']}, {info['threads']} torch thread(s) per run, {info['machine']}, "
+            f"{info['versions']}. Mean ± sd over the seeds listed; ‡: some run stopped by `train_time_budget` "
+            "(not converged). Item table: trainable item-representation parameters.", "", *lines, ""]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(text))
+
+
+def write_plot(path, info, table):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(table), len(METRICS), figsize=(5 * len(METRICS), 3.4 * len(table)), squeeze=False)
+    for row_axes, (dataset, rows) in zip(axes, table.items()):
+        labels = [str(r["value"]) for r in rows]
+        for ax, metric in zip(row_axes, METRICS):
+            for i, (protocol, name) in enumerate(PROTOCOLS.items()):
+                means = [r[f"{protocol}/{metric}"][0] for r in rows]
+                sds = [r[f"{protocol}/{metric}"][1] for r in rows]
+                xs = [j for j, m in enumerate(means) if m is not None]
+                ax.errorbar(xs, [means[j] for j in xs], yerr=[sds[j] for j in xs], marker="o", capsize=3,
+                            color=f"C{i}", label=name)
+            ax.set_xticks(range(len(rows)))
+            ax.set_xticklabels([f"{label}\n{r['item_table']:,}" if r["item_table"] else label
+                                for label, r in zip(labels, rows)], fontsize=7)
+            ax.set_xlabel(f"{info['property']} (and item-table parameters)", fontsize=8)
+            ax.set_ylabel(f"test {metric}", fontsize=8)
+            ax.set_title(dataset, fontsize=9)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.suptitle(f"{info['recipe']}: {info['property']}", fontsize=10)
+    fig.text(0.01, 0.005, f"{info['command']} | code {info['git_describe']} | seeds {info['seeds']} | "
+             f"{info['threads']} thread(s) | {info['versions']}", fontsize=6, wrap=True)
+    fig.tight_layout(rect=(0, 0.05, 1, 0.95))
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default="unified_ss", help="recipe token, e.g. unified_ss+id_dim=0")
+    parser.add_argument("--property", required=True)
+    parser.add_argument("--values", nargs="+", required=True)
+    parser.add_argument("--datasets", nargs="+", default=["Amazon_Beauty"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[2020, 2021, 2022])
+    parser.add_argument("--parallel", type=int, default=1, help="runs at a time")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (OMP_NUM_THREADS)")
+    parser.add_argument("--set", nargs="*", default=[], help="key=value properties for every run")
+    parser.add_argument("--reeval", nargs="*", default=[], help="re-test each best checkpoint under these modes")
+    parser.add_argument("--reuse", action="store_true", help="skip runs whose result JSON exists")
+    parser.add_argument("--out", default=None, help="output path without extension")
+    args = parser.parse_args(argv)
+    extra = dict(item.split("=", 1) for item in args.set)
+    tokens = {value: f"{args.recipe}+{args.property}={value}" for value in args.values}
+    for token in tokens.values():
+        parse_recipe(token)  # fail before any run starts
+    jobs = [(d, tokens[v], s) for d in args.datasets for v in args.values for s in args.seeds]
+    todo = [job for job in jobs if not (args.reuse and os.path.isfile(result_path(*job, args.threads, extra)))]
+    with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
+        list(pool.map(lambda job: run_recipe(*job, args.threads, extra, args.reeval), todo))
+
+    def load(job):
+        with open(result_path(*job, args.threads, extra)) as f:
+            return json.load(f)
+
+    table = {d: [summarise([load((d, tokens[v], s)) for s in args.seeds], v) for v in args.values]
+             for d in args.datasets}
+    first = load(jobs[0])
+    info = {"command": "python -m benchmarks.property_sweep " + " ".join(sys.argv[1:] if argv is None else argv),
+            "recipe": args.recipe, "property": args.property, "seeds": args.seeds, "threads": args.threads,
+            "git_describe": first.get("git_describe"), "machine": first.get("machine"),
+            "versions": ", ".join(f"{k} {v}" for k, v in (first.get("versions") or {}).items() if v)}
+    out = args.out or os.path.join(RESULTS_DIR, f"sweep-{slug(args.recipe)}-{slug(args.property)}")
+    with open(out + ".json", "w", encoding="utf-8") as f:
+        json.dump({**info, "table": table}, f, indent=2)
+    write_markdown(out + ".md", info, table)
+    write_plot(out + ".png", info, table)
+    print(f"[property_sweep] wrote {out}.md, .json, .png")
+
+
+if __name__ == "__main__":
+    main()
