@@ -160,22 +160,26 @@ def keep_anomaly_detection():
         torch.autograd.set_detect_anomaly(enabled, check_nan=check_nan)
 
 
-# pandas FutureWarnings RecBole 1.2.1 triggers while reading any dataset (ml-100k and the
-# tests' tiny one alike): ``feat[field].fillna(..., inplace=True)`` in Dataset._fill_nan
-# (dataset.py lines 648 and 650), chained assignment that pandas 3 will no longer honour.
-# pandas<3 is pinned (setup.cfg), so the message only repeats itself on every run.
-RECBOLE_PANDAS_FUTURE_WARNINGS = (
+# FutureWarnings RecBole 1.2.1 triggers on every run, each a (module it is attributed to,
+# message) pair:
+# - pandas: ``feat[field].fillna(..., inplace=True)`` in Dataset._fill_nan (dataset.py lines
+#   648 and 650) while reading any dataset, chained assignment that pandas 3 will no longer
+#   honour (pandas<3 is pinned in setup.cfg, so the message only repeats itself);
+# - torch: ``amp.GradScaler(enabled=...)`` at the start of every training epoch (trainer.py
+#   line 235), a deprecated spelling that still works.
+RECBOLE_FUTURE_WARNINGS = (
     ("recbole.data.dataset.dataset", "A value is trying to be set on a copy of a DataFrame or Series "
                                      "through chained assignment using an inplace method"),
+    ("recbole.trainer.trainer", "`torch.cuda.amp.GradScaler(args...)` is deprecated"),
 )
 
 
 @contextlib.contextmanager
-def recbole_pandas_warnings_silenced():
-    """Within the context, ignore exactly the pandas FutureWarnings listed above, and only
-    when RecBole's own module raises them; every other warning, the caller's included, shows."""
+def recbole_future_warnings_silenced():
+    """Within the context, ignore exactly the FutureWarnings listed above, and only when
+    RecBole's own module raises them; every other warning, the caller's included, shows."""
     with warnings.catch_warnings():
-        for module, message in RECBOLE_PANDAS_FUTURE_WARNINGS:
+        for module, message in RECBOLE_FUTURE_WARNINGS:
             warnings.filterwarnings("ignore", message=re.escape(message), category=FutureWarning,
                                     module=re.escape(module) + "$")
         yield

@@ -28,7 +28,7 @@ from recbole.utils import get_local_time, init_logger, init_seed, set_color
 from recbole.utils import argument_list
 
 import recbole_usr  # noqa: F401  (compat + registration)
-from recbole_usr.compat import load_checkpoint
+from recbole_usr.compat import load_checkpoint, recbole_future_warnings_silenced
 from recbole_usr.config_checks import check_property_values, check_unused_properties
 from recbole_usr.data.atomic_file_checks import check_atomic_files
 from recbole_usr.data.cold_start import create_dataset  # RecBole's, plus the cold-item split
@@ -285,7 +285,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, npr
     seen_mask = SeenItemMask(train_data._dataset, trainer.device) if filter_seen or full_ranking_test else None
     with fast_sampled_evaluation(config, model):
         start = time.time()
-        with seen_items_removed(trainer, seen_mask if filter_seen else None):
+        with seen_items_removed(trainer, seen_mask if filter_seen else None), recbole_future_warnings_silenced():
             best_valid_score, best_valid_result = trainer.fit(
                 train_data, valid_data, saved=saved, show_progress=config["show_progress"]
             )

@@ -37,7 +37,7 @@ from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data.dataset import SequentialDataset
 from recbole.utils import ModelType
 
-from recbole_usr.compat import recbole_pandas_warnings_silenced
+from recbole_usr.compat import recbole_future_warnings_silenced
 from recbole_usr.data.whole_sequence import WholeSequenceDataset
 
 LEAVE_ONE_OUT_EVAL_ROWS = {"valid_and_test": 2, "valid_only": 1, "test_only": 1}
@@ -181,8 +181,8 @@ def cold_item_dataset_class(base):
 
 def create_dataset(config):
     """RecBole's ``create_dataset``, with the cold-item split when ``cold_item_ratio`` > 0,
-    without RecBole's pandas FutureWarnings (:func:`recbole_usr.compat.recbole_pandas_warnings_silenced`)."""
-    with recbole_pandas_warnings_silenced():
+    without RecBole's FutureWarnings (:func:`recbole_usr.compat.recbole_future_warnings_silenced`)."""
+    with recbole_future_warnings_silenced():
         if not float(config["cold_item_ratio"] or 0.0):
             return recbole_create_dataset(config)
         base = recbole_dataset_class(config)
