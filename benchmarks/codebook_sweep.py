@@ -95,6 +95,7 @@ def write_plot(path, rows, info):
                                  color=f"C{level}", label=f"level {level + 1} ({variant})")
             row_axes[1].plot(sizes, [100 * r["unique_coverage"] for r in mine], style, marker="o", color="k",
                              label=variant)
+        row_axes[0].set_ylim(0, 102)  # the question is collapse (the paper: 5.86% at level 1), not the last 0.2%
         for ax, ylabel in zip(row_axes, ("codeword activation (%)", "unique coverage (%)")):
             ax.set_xscale("log", base=2)
             ax.set_xlabel("codebook size K")
@@ -115,9 +116,17 @@ def main(argv=None):
     parser.add_argument("--sizes", nargs="+", type=int, default=[64, 128, 256, 512, 1024])
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["nearest", "unique"])
     parser.add_argument("--out", default=OUTPUT, help="output path without extension")
+    parser.add_argument("--replot", action="store_true", help="no runs: redraw <out>.md and .png from <out>.json")
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (OMP_NUM_THREADS)")
     args = parser.parse_args(argv)
+    if args.replot:
+        with open(args.out + ".json", encoding="utf-8") as f:
+            stored = json.load(f)
+        rows, info = stored.pop("rows"), stored
+        write_markdown(args.out + ".md", rows, info)
+        write_plot(args.out + ".png", rows, info)
+        return
     command = "python -m benchmarks.codebook_sweep " + " ".join(sys.argv[1:] if argv is None else argv)
     rows = [run_setting(dataset, size, variant, args.seed, args.threads)
             for dataset in args.datasets for size in args.sizes for variant in args.variants]
