@@ -477,7 +477,7 @@ def test_mix_gradient_reaches_the_mix_weight_only():
 
 def test_fitting_moves_the_learned_weights_and_reports_them():
     x = clustered(n_clusters=8, per_cluster=20)
-    tok = small_tokenizer(distances="learned")
+    tok = small_tokenizer(distances="learned", dead_code_steps=2)  # restarts rewrite codebooks in place mid-step
     assert tok.cosine_weights() == [0.5, 0.5, 0.5]
     fit_tokenizer(tok, x, epochs=5, batch_size=32, lr=1e-2, show_progress=False,
                   generator=torch.Generator().manual_seed(0))

@@ -152,8 +152,8 @@ class CodebookLevel(nn.Module):
         """
         if not (self.learns_mix and self.training):
             return None
-        soft = torch.softmax(-self.distance.pairwise(residual.detach(), self.codebook.detach()) / MIX_TEMPERATURE, 1)
-        soft = soft @ self.codebook.detach()
+        codebook = self.codebook.detach().clone()  # a copy: later in-place codebook updates leave backward intact
+        soft = torch.softmax(-self.distance.pairwise(residual.detach(), codebook) / MIX_TEMPERATURE, 1) @ codebook
         return soft - soft.detach()
 
     @torch.no_grad()
@@ -276,10 +276,10 @@ class RQTokenizer(nn.Module):
         mix = torch.zeros_like(latent)  # zero; carries the learned levels' mix gradients
         codes, cb_loss, commit_loss = [], latent.new_zeros(()), latent.new_zeros(())
         for level in self.levels:
+            level_codes, used, cb, commit = level(residual)  # may re-seed dead codewords in place: first
             path = level.mix_path(residual)
             if path is not None:
                 mix = mix + path
-            level_codes, used, cb, commit = level(residual)
             codes.append(level_codes)
             total = total + used
             residual = residual - used.detach()
