@@ -82,6 +82,8 @@ def write_plot(path, rows, info):
     import matplotlib.pyplot as plt
 
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    if len({r["codebook_size"] for r in rows}) == 1:
+        return write_bar_plot(path, rows, info, datasets, plt)
     fig, axes = plt.subplots(len(datasets), 2, figsize=(10, 3.2 * len(datasets)), squeeze=False)
     for row_axes, dataset in zip(axes, datasets):
         for variant, style in (("nearest", "-"), ("unique", "--"), ("learned", ":")):
@@ -106,6 +108,34 @@ def write_plot(path, rows, info):
     fig.suptitle("RQ tokenizer: activation and unique IDs by codebook size", fontsize=10)
     fig.text(0.01, 0.005, provenance_line(info).replace("`", ""), fontsize=6, wrap=True)
     fig.tight_layout(rect=(0, 0.04, 1, 0.96))
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def write_bar_plot(path, rows, info, datasets, plt):
+    """One codebook size: per dataset, each variant's per-level activation, unique coverage and
+    per-level cosine weight side by side."""
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 3.6), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        mine = [r for r in rows if r["dataset"] == dataset]
+        n_levels = len(mine[0]["activation"])
+        labels = ([f"act. L{i + 1}" for i in range(n_levels)] + ["unique IDs"]
+                  + [f"cos weight L{i + 1}" for i in range(n_levels)])
+        width = 0.8 / len(mine)
+        for j, r in enumerate(mine):
+            weights = r.get("cosine_weight") or [1.0] * (n_levels - 1) + [0.0]  # the fixed hybrid
+            values = [100 * a for a in r["activation"]] + [100 * r["unique_coverage"]] + [100 * w for w in weights]
+            name = "hybrid (fixed)" if r["variant"] == "nearest" else r["variant"]
+            ax.bar([i + j * width for i in range(len(labels))], values, width, label=name, color=f"C{j}")
+        ax.set_xticks([i + width * (len(mine) - 1) / 2 for i in range(len(labels))])
+        ax.set_xticklabels(labels, fontsize=7, rotation=30)
+        ax.set_ylabel("%", fontsize=8)
+        ax.set_title(f"{dataset}, K = {mine[0]['codebook_size']}", fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=7)
+    fig.suptitle("RQ tokenizer: fixed hybrid lookup vs learned cosine / Euclidean mix", fontsize=10)
+    fig.text(0.01, 0.005, provenance_line(info).replace("`", ""), fontsize=6, wrap=True)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.94))
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
