@@ -49,3 +49,17 @@ def test_recipe_table_averages_seeds_of_one_setting_only():
     assert "0.0400 ± 0.0141" in averaged and "0.0600 ± 0.0141" in averaged
     single = next(row for row in rows if row is not averaged)
     assert "| 1 (0) |" in single and "0.0100" in single and "0.0200" in single
+
+
+def test_property_sweep_averages_successful_seeds_and_lists_failed_ones():
+    from benchmarks.property_sweep import summarise
+
+    ok = [dict(recipe_record(s, "h", kept, removed), parameter_counts={"item_embedding": 1234},
+               seconds_to_best_valid=10.0 * s) for s, kept, removed in ((1, 0.1, 0.3), (2, 0.2, 0.5))]
+    failed = {"seed": 3, "returncode": 1}
+    row = summarise(ok + [failed], value=16)
+    assert row["seeds"] == [1, 2] and row["failed"] == [3]
+    mean, sd = row["history_removed/ndcg@10"]
+    assert abs(mean - 0.4) < 1e-12 and abs(sd - 0.1414213562) < 1e-9  # sample sd of 0.3 and 0.5
+    assert abs(row["history_kept/ndcg@10"][0] - 0.15) < 1e-12
+    assert row["item_table"] == 1234 and row["seconds_to_best_valid"] == 15.0
