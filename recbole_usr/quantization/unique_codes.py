@@ -40,19 +40,17 @@ def unique_last_codes(residual, prefix, level, first=None):
     rows matched before the rest.
     """
     device = residual.device
-    residual, prefix = residual.detach().cpu(), prefix.cpu()
-    codebook = level.codebook.detach().cpu()
-    nearest = level.distance.nearest(residual, codebook)  # what level.assign gives
+    residual = residual.detach()
+    nearest = level.assign(residual)
     n = residual.shape[0]
     if n == 0:
-        return nearest.to(device)
-    if prefix.shape[1] == 0:
-        prefix = prefix.new_zeros(n, 1)  # one level: every item shares the empty prefix
+        return nearest
+    prefix = prefix.cpu() if prefix.shape[1] else torch.zeros(n, 1, dtype=torch.long)  # one level: one group
     _, group, counts = torch.unique(prefix, dim=0, return_inverse=True, return_counts=True)
     crowded = (counts > 1).nonzero().squeeze(1)
     if crowded.numel() == 0:
-        return nearest.to(device)
-    codes = nearest.clone().numpy()
+        return nearest
+    codes = nearest.cpu().numpy().copy()
     order = torch.argsort(group, stable=True)
     starts = torch.cumsum(counts, 0) - counts
     first = np.ones(n, dtype=bool) if first is None else first.cpu().numpy().astype(bool)
@@ -61,7 +59,8 @@ def unique_last_codes(residual, prefix, level, first=None):
         rows = order[starts[g]:starts[g] + counts[g]].numpy()
         if len(np.unique(codes[rows])) == len(rows):
             continue  # no collision: the nearest codewords are already the cheapest matching
-        cost = level.distance.pairwise(residual[rows], codebook).numpy()
+        with torch.no_grad():  # costs where the level lives (its learned weights may be on a GPU)
+            cost = level.distance.pairwise(residual[torch.from_numpy(rows).to(device)], level.codebook).cpu().numpy()
         local = np.arange(len(rows))
         taken = np.zeros(level.codebook_size, dtype=bool)
         for batch in (local[first[rows]], local[~first[rows]]):
