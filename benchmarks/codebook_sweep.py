@@ -105,9 +105,14 @@ def write_plot(path, rows, info):
             ax.set_title(dataset, fontsize=9)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    fig.suptitle("RQ tokenizer: activation and unique IDs by codebook size", fontsize=10)
+    finish_figure(fig, path, "RQ tokenizer: activation and unique IDs by codebook size", info, 0.04, plt)
+
+
+def finish_figure(fig, path, title, info, footer_height, plt):
+    """Title, provenance footer, save, close."""
+    fig.suptitle(title, fontsize=10)
     fig.text(0.01, 0.005, provenance_line(info).replace("`", ""), fontsize=6, wrap=True)
-    fig.tight_layout(rect=(0, 0.04, 1, 0.96))
+    fig.tight_layout(rect=(0, footer_height, 1, 1 - footer_height))
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
@@ -133,11 +138,7 @@ def write_bar_plot(path, rows, info, datasets, plt):
         ax.set_title(f"{dataset}, K = {mine[0]['codebook_size']}", fontsize=9)
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=7)
-    fig.suptitle("RQ tokenizer: fixed hybrid lookup vs learned cosine / Euclidean mix", fontsize=10)
-    fig.text(0.01, 0.005, provenance_line(info).replace("`", ""), fontsize=6, wrap=True)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.94))
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    finish_figure(fig, path, "RQ tokenizer: fixed hybrid lookup vs learned cosine / Euclidean mix", info, 0.06, plt)
 
 
 def main(argv=None):
