@@ -64,7 +64,7 @@ def kmeans(x, k, distance="euclidean", n_iters=20, init="kmeans++", generator=No
     if max_points is not None and max_points < 0:
         raise ValueError(f"max_points must be >= 0 (0 = all rows), got {max_points}")
     sampled = bool(max_points) and n > max_points
-    points = all_points[torch.randperm(n, generator=generator)[:max_points]] if sampled else all_points
+    points = all_points[sample_rows(n, max_points, generator)] if sampled else all_points
     n = points.shape[0]
     if init == "kmeans++":
         centroids = kmeans_plus_plus(points, k, distance, generator)
