@@ -140,3 +140,22 @@ def test_ss_with_per_position_negatives_trains(tiny_dataset):
     _, model, train_data, _ = build(tiny_dataset, train_neg_num=8, train_neg_share="position")
     first, last = first_and_last_loss(model, next(iter(train_data)))
     assert last < 0.5 * first
+
+
+def test_item_embedding_dropout_drops_table_entries_in_training_only(tiny_dataset):
+    _, model, *_ = build(tiny_dataset, item_emb_dropout_prob=0.5)
+    weights = model.item_repr.embedding.weight.detach()
+    model.train()
+    torch.manual_seed(0)
+    dropped, _ = model.item_table()
+    kept = dropped != 0
+    assert 0 < kept[1:].float().mean() < 1  # some entries zeroed, not all
+    assert torch.equal(dropped[0], torch.zeros_like(dropped[0]))  # padding stays zero
+    assert torch.allclose(dropped[kept], 2 * weights[kept])  # survivors scaled by 1 / (1 - p)
+    model.eval()
+    assert torch.equal(model.item_table()[0], weights)  # evaluation sees the whole table
+
+
+def test_item_embedding_dropout_must_be_a_probability(tiny_dataset):
+    with pytest.raises(ValueError, match="item_emb_dropout_prob"):
+        build(tiny_dataset, item_emb_dropout_prob=1.0)

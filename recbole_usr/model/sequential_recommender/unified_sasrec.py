@@ -100,6 +100,9 @@ class UnifiedSASRec(CarriesSemanticIDs, SequentialRecommender):
             self.trm_encoder = PreLNTransformerEncoder(**layer_args)
             self.LayerNorm = nn.Identity()
         self.dropout = nn.Dropout(self.hidden_dropout_prob)
+        # Dropout on the item table itself (RecTools' item net): in training the same dropped
+        # table embeds the inputs and scores the targets and negatives.
+        self.item_dropout = nn.Dropout(config_value(config, "item_emb_dropout_prob", 0.0))
 
         # Items held out by the cold-item split do not exist at training time: with
         # train_exclude_cold_items they are never a training candidate (CE logit, BCE negative),
@@ -155,8 +158,10 @@ class UnifiedSASRec(CarriesSemanticIDs, SequentialRecommender):
         gradient computation where the batch is (see UnifiedItemEmbedding.forward).
         """
         if batch_items is not None and getattr(self.item_repr, "uses_batch_items", False):
-            return self.item_repr(batch_items)
-        return self.item_repr()
+            table, losses = self.item_repr(batch_items)
+        else:
+            table, losses = self.item_repr()
+        return self.item_dropout(table), losses
 
     def encode_sequence(self, item_seq, item_table):
         """Transformer output at every position ``[B, L', H]``, L' = the batch's longest sequence."""
