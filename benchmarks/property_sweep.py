@@ -6,6 +6,10 @@ level, lookup distance), under both full-ranking protocols, mean ± sd over seed
     python -m benchmarks.property_sweep --recipe unified_ss --property rq_codebook_size --values 64 256 1024
     python -m benchmarks.property_sweep --recipe unified_ss+id_dim=0+semantic_dim=256 \\
         --property rq_unique_last_level --values False True
+    python -m benchmarks.property_sweep --property recipe --values id_ss unified_ss --datasets ml-100k
+
+``--property recipe`` compares whole recipe tokens instead (each value is a recipe; issue 17's
+unified-vs-ID question on other domains).
 
 Every run is a recipe run of :mod:`benchmarks.recipes` (``<recipe>+<property>=<value>``, its own
 JSON under benchmarks/results/, kept in RESULTS.md's recipe table); ``--reuse`` skips runs whose
@@ -49,6 +53,17 @@ def summarise(records, value):
     return row
 
 
+def sweep_tokens(recipe, prop, values):
+    """Each value's recipe token: ``<recipe>+<prop>=<value>``, or the value itself for ``recipe``."""
+    return {value: value if prop == "recipe" else f"{recipe}+{prop}={value}" for value in values}
+
+
+def sweep_title(info):
+    if info["property"] == "recipe":
+        return "recipes compared"
+    return f"{info['recipe']}: {info['property']} sweep"
+
+
 def fmt(pair):
     mean, sd = pair
     return "–" if mean is None else f"{mean:.4f} ± {sd:.4f}"
@@ -65,7 +80,7 @@ def write_markdown(path, info, table):
             cells += [fmt(row[f"{p}/{m}"]) for p in PROTOCOLS for m in METRICS]
             cells += [",".join(map(str, row["seeds"])) or "–", ",".join(map(str, row["failed"])) or "–"]
             lines.append("| " + " | ".join(cells) + " |")
-    text = [f"# {info['recipe']}: {info['property']} sweep", "",
+    text = [f"# {sweep_title(info)}", "",
             f"Command: `{info['command']}`", "",
             f"Code {info['git_describe']}, {info['threads']} torch thread(s) per run, {info['machine']}, "
             f"{info['versions']}. Mean ± sd over the seeds listed; ‡: some run stopped by `train_time_budget` "
@@ -98,7 +113,7 @@ def write_plot(path, info, table):
             ax.set_title(dataset, fontsize=9)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    fig.suptitle(f"{info['recipe']}: {info['property']}", fontsize=10)
+    fig.suptitle(sweep_title(info), fontsize=10)
     fig.text(0.01, 0.005, f"{info['command']} | code {info['git_describe']} | seeds {info['seeds']} | "
              f"{info['threads']} thread(s) | {info['versions']}", fontsize=6, wrap=True)
     fig.tight_layout(rect=(0, 0.05, 1, 0.95))
@@ -121,7 +136,7 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="output path without extension")
     args = parser.parse_args(argv)
     extra = dict(item.split("=", 1) for item in args.set)
-    tokens = {value: f"{args.recipe}+{args.property}={value}" for value in args.values}
+    tokens = sweep_tokens(args.recipe, args.property, args.values)
     for token in tokens.values():
         parse_recipe(token)  # fail before any run starts
     jobs = [(d, tokens[v], s) for d in args.datasets for v in args.values for s in args.seeds]
@@ -137,10 +152,11 @@ def main(argv=None):
              for d in args.datasets}
     first = load(jobs[0])
     info = {"command": "python -m benchmarks.property_sweep " + " ".join(sys.argv[1:] if argv is None else argv),
-            "recipe": args.recipe, "property": args.property, "seeds": args.seeds, "threads": args.threads,
+            "recipe": "recipes" if args.property == "recipe" else args.recipe, "property": args.property,
+            "seeds": args.seeds, "threads": args.threads,
             "git_describe": first.get("git_describe"), "machine": first.get("machine"),
             "versions": ", ".join(f"{k} {v}" for k, v in (first.get("versions") or {}).items() if v)}
-    out = args.out or os.path.join(RESULTS_DIR, f"sweep-{slug(args.recipe)}-{slug(args.property)}")
+    out = args.out or os.path.join(RESULTS_DIR, f"sweep-{slug(info['recipe'])}-{slug(args.property)}")
     with open(out + ".json", "w", encoding="utf-8") as f:
         json.dump({**info, "table": table}, f, indent=2)
     write_markdown(out + ".md", info, table)

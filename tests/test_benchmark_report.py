@@ -63,3 +63,11 @@ def test_property_sweep_averages_successful_seeds_and_lists_failed_ones():
     assert abs(mean - 0.4) < 1e-12 and abs(sd - 0.1414213562) < 1e-9  # sample sd of 0.3 and 0.5
     assert abs(row["history_kept/ndcg@10"][0] - 0.15) < 1e-12
     assert row["item_table"] == 1234 and row["seconds_to_best_valid"] == 15.0
+
+
+def test_property_sweep_tokens_vary_one_property_or_compare_whole_recipes():
+    from benchmarks.property_sweep import sweep_tokens
+
+    assert sweep_tokens("unified_ss", "id_dim", ["0", "16"]) == {"0": "unified_ss+id_dim=0", "16": "unified_ss+id_dim=16"}
+    assert sweep_tokens("unified_ss", "recipe", ["id_ss", "unified_ss+id_dim=16"]) == {
+        "id_ss": "id_ss", "unified_ss+id_dim=16": "unified_ss+id_dim=16"}
