@@ -161,3 +161,21 @@ def test_sys_argv_does_not_leak_into_config(tiny_dataset, monkeypatch):
     config = build_config("SASRec", tiny_dataset.name, files, tiny_dataset.config_dict())
     assert (config["hidden_size"], config["learning_rate"]) == (64, 0.001)
     assert sys.argv == argv  # restored afterwards
+
+
+@pytest.mark.parametrize("recipe, model", [("id_ss", "UnifiedSASRec"), ("unified_ss", "UnifiedSASRec"),
+                                           ("paper", "UnifiedSASRec"), ("tiger_paper", "TIGER")])
+def test_every_recipe_key_is_a_known_property(recipe, model):
+    """RecBole ignores unknown keys silently: a misspelt recipe key would change nothing."""
+    import recbole_usr
+
+    def keys(path):
+        with open(path) as f:
+            return set(yaml.safe_load(f) or {})
+
+    plugin = os.path.join(os.path.dirname(recbole_usr.__file__), "properties")
+    known = keys(os.path.join(plugin, "model", f"{model}.yaml")) | keys(os.path.join(plugin, "overall.yaml"))
+    for defaults in ("overall.yaml", os.path.join("model", "SASRec.yaml"), os.path.join("dataset", "sample.yaml")):
+        known |= keys(os.path.join(os.path.dirname(recbole.__file__), "properties", defaults))
+    unknown = keys(os.path.join(plugin, "recipe", f"{recipe}.yaml")) - known
+    assert not unknown, f"{recipe}.yaml sets properties no defaults file declares: {sorted(unknown)}"
