@@ -114,3 +114,47 @@ def test_inverse_sqrt_schedule_holds_then_decays_by_the_square_root(tiny_dataset
     unscheduled = SemanticIDTrainer(config, model)
     unscheduled.optimizer.step()
     assert unscheduled.lr_scheduler is None and unscheduled.optimizer.param_groups[0]["lr"] == 0.01
+
+
+def left_padded_reference(model, item_seq, table):
+    """RecTools' SASRec computed literally: each row left-padded to MAX_ITEM_LIST_LENGTH with
+    zero vectors, causal attention only (no key padding mask), padding re-zeroed before every
+    block and before the final LayerNorm. Returns the outputs at the real positions."""
+    encoder, outputs = model.trm_encoder, []
+    for row in item_seq:
+        real = row[row != 0].unsqueeze(0)
+        n, length = real.shape[1], model.max_seq_length
+        emb = torch.nn.functional.embedding(real, table) + model.position_embedding(model.position_ids(real))
+        x = torch.zeros(1, length, emb.shape[2])
+        x[:, length - n:] = emb
+        timeline = (torch.arange(length) >= length - n).view(1, length, 1).float()
+        causal = torch.ones(length, length, dtype=torch.bool).triu(1)
+        for layer in encoder.layers:
+            x = layer(x * timeline, causal)
+        outputs.append(encoder.final_norm(x * timeline)[0, length - n:])
+    return outputs
+
+
+def test_attend_padding_matches_rectools_left_padded_attention(tiny_dataset):
+    _, model, _, _ = build(tiny_dataset, transformer_layout="pre_ln", position_index="end", attend_padding=True,
+                           MAX_ITEM_LIST_LENGTH=6, n_layers=2, n_heads=2, hidden_size=16)
+    torch.manual_seed(0)
+    for layer in model.trm_encoder.layers:  # non-zero biases: the padding slots' keys and values
+        layer.attention.in_proj_bias.data.normal_(0, 1.0)
+    model.eval()
+    table, _ = model.item_table()
+    item_seq = torch.tensor([[3, 5, 2, 0, 0, 0], [4, 0, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6]])
+    with torch.no_grad():
+        ours = model.encode_sequence(item_seq, table)
+        reference = left_padded_reference(model, item_seq, table)
+        model.attend_padding = False
+        masked = model.encode_sequence(item_seq, table)
+    for row, expected in enumerate(reference):
+        assert torch.allclose(ours[row, :len(expected)], expected, atol=1e-5)
+    assert not torch.allclose(masked[0, :3], reference[0], atol=1e-3)  # padding seen: a different model
+    assert torch.allclose(masked[2], reference[2], atol=1e-5)  # a full row has no padding to see
+
+
+def test_attend_padding_needs_the_pre_ln_layout(tiny_dataset):
+    with pytest.raises(ValueError, match="attend_padding"):
+        build(tiny_dataset, attend_padding=True)

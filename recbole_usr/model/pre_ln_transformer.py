@@ -5,6 +5,12 @@ Why: RecBole normalises the input (``LayerNorm(item + position)``) and every sub
 output (post-LN). The original SASRec normalises each sub-layer's input instead, adds
 the attention output to the normalised query, and ends with one LayerNorm. Which layout
 trains better is an empirical question (``transformer_layout`` in UnifiedSASRec.yaml).
+
+RecTools' SASRec (and the SASRec.pytorch port it follows) also has no key padding mask: a
+left-padded sequence attends to its padding slots, zero vectors whose key and value are the
+attention's biases. ``padding_counts`` reproduces that on right-padded, trimmed batches: the
+P identical slots of a row are one extra key whose logit is raised by log P (the attention
+mass P equal keys would share), so the cost does not grow with the padding.
 """
 
 import torch
@@ -31,9 +37,11 @@ class PreLNTransformerLayer(nn.Module):
         )
         self.dropout = nn.Dropout(hidden_dropout_prob)
 
-    def forward(self, x, causal_mask):
+    def forward(self, x, attn_mask, padding_slot=False):
+        """``padding_slot``: a zero vector is the first key (``attn_mask`` then has one more column)."""
         query = self.attn_norm(x)
-        attended, _ = self.attention(query, x, x, attn_mask=causal_mask, need_weights=False)
+        keys = torch.cat([x.new_zeros(x.shape[0], 1, x.shape[2]), x], dim=1) if padding_slot else x
+        attended, _ = self.attention(query, keys, keys, attn_mask=attn_mask, need_weights=False)
         x = query + self.dropout(attended)
         ff_input = self.ff_norm(x)
         return ff_input + self.dropout(self.feed_forward(ff_input))
@@ -46,16 +54,31 @@ class PreLNTransformerEncoder(nn.Module):
     attention then never lets a real position see padding.
     """
 
-    def __init__(self, n_layers, hidden_size, layer_norm_eps, **layer_args):
+    def __init__(self, n_layers, hidden_size, layer_norm_eps, n_heads, **layer_args):
         super().__init__()
+        self.n_heads = n_heads
         self.layers = nn.ModuleList(
-            PreLNTransformerLayer(hidden_size, layer_norm_eps=layer_norm_eps, **layer_args) for _ in range(n_layers)
+            PreLNTransformerLayer(hidden_size, n_heads=n_heads, layer_norm_eps=layer_norm_eps, **layer_args)
+            for _ in range(n_layers)
         )
         self.final_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
 
-    def forward(self, x):
+    def forward(self, x, padding_counts=None):
+        """``padding_counts [B]``: padding slots each row attends to (RecTools' left padding);
+        None = none (padding is never seen)."""
         length = x.shape[1]
         causal_mask = torch.ones(length, length, dtype=torch.bool, device=x.device).triu(1)  # True = may not attend
+        if padding_counts is not None:
+            causal_mask = self.padding_slot_mask(causal_mask, padding_counts, x.dtype)
         for layer in self.layers:
-            x = layer(x, causal_mask)
+            x = layer(x, causal_mask, padding_slot=padding_counts is not None)
         return self.final_norm(x)
+
+    def padding_slot_mask(self, causal_mask, padding_counts, dtype):
+        """Additive mask ``[B * n_heads, L, 1 + L]``: log P for the padding slot (-inf when a row
+        has none), then the causal mask."""
+        batch, length = len(padding_counts), causal_mask.shape[0]
+        causal = torch.zeros(length, length, dtype=dtype, device=causal_mask.device).masked_fill(causal_mask, float("-inf"))
+        slot = padding_counts.to(dtype).log().view(batch, 1, 1).expand(batch, length, 1)
+        mask = torch.cat([slot, causal.expand(batch, length, length)], dim=2)
+        return mask.repeat_interleave(self.n_heads, dim=0)

@@ -88,6 +88,10 @@ class UnifiedSASRec(CarriesSemanticIDs, SequentialRecommender):
                                     ("weight_init", self.weight_init, ("normal", "xavier_normal"))):
             if value not in allowed:
                 raise ValueError(f"{key} must be one of {', '.join(allowed)}, got '{value}'.")
+        # RecTools' SASRec attends to a left-padded sequence's padding slots (no key padding mask)
+        self.attend_padding = bool(config_value(config, "attend_padding", False))
+        if self.attend_padding and self.transformer_layout != "pre_ln":
+            raise ValueError("attend_padding needs transformer_layout: pre_ln (RecBole's post-LN encoder masks padding).")
         self.position_embedding = nn.Embedding(self.max_seq_length, self.hidden_size)
         layer_args = dict(n_layers=self.n_layers, n_heads=self.n_heads, hidden_size=self.hidden_size,
                           inner_size=self.inner_size, hidden_dropout_prob=self.hidden_dropout_prob,
@@ -170,7 +174,8 @@ class UnifiedSASRec(CarriesSemanticIDs, SequentialRecommender):
         input_emb = F.embedding(item_seq, item_table) + self.position_embedding(self.position_ids(item_seq))
         input_emb = self.dropout(self.LayerNorm(input_emb))
         if self.transformer_layout == "pre_ln":
-            return self.trm_encoder(input_emb)
+            padding_counts = self.max_seq_length - (item_seq != 0).sum(dim=1) if self.attend_padding else None
+            return self.trm_encoder(input_emb, padding_counts)
         attention_mask = self.get_attention_mask(item_seq)
         return self.trm_encoder(input_emb, attention_mask, output_all_encoded_layers=True)[-1]
 
