@@ -158,3 +158,26 @@ def test_attend_padding_matches_rectools_left_padded_attention(tiny_dataset):
 def test_attend_padding_needs_the_pre_ln_layout(tiny_dataset):
     with pytest.raises(ValueError, match="attend_padding"):
         build(tiny_dataset, attend_padding=True)
+
+
+@pytest.mark.parametrize("attention_output_dropout", [True, False])
+def test_attention_output_dropout_is_the_only_randomness_left(attention_output_dropout):
+    """With the feed-forward silenced and no attention-weight dropout, training mode differs
+    from evaluation only through the attention output's dropout."""
+    from recbole_usr.model.pre_ln_transformer import PreLNTransformerEncoder
+    torch.manual_seed(0)
+    encoder = PreLNTransformerEncoder(n_layers=1, hidden_size=8, layer_norm_eps=1e-12, n_heads=2, inner_size=16,
+                                      hidden_dropout_prob=0.5, attn_dropout_prob=0.0, hidden_act="relu",
+                                      attention_output_dropout=attention_output_dropout)
+    last_linear = encoder.layers[0].feed_forward[3]
+    last_linear.weight.data.zero_()
+    last_linear.bias.data.zero_()
+    x = torch.randn(2, 5, 8)
+    trained = encoder.train()(x)
+    evaluated = encoder.eval()(x)
+    assert torch.allclose(trained, evaluated, atol=1e-6) != attention_output_dropout
+
+
+def test_attention_output_dropout_off_needs_the_pre_ln_layout(tiny_dataset):
+    with pytest.raises(ValueError, match="attention_output_dropout"):
+        build(tiny_dataset, attention_output_dropout=False)

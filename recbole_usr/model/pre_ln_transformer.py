@@ -21,7 +21,7 @@ class PreLNTransformerLayer(nn.Module):
     """``x = LN(x) + Attn(LN(x), x, x)``; ``x = LN(x) + FF(LN(x))`` (SASRec's residuals)."""
 
     def __init__(self, hidden_size, n_heads, inner_size, hidden_dropout_prob, attn_dropout_prob, hidden_act,
-                 layer_norm_eps):
+                 layer_norm_eps, attention_output_dropout=True):
         super().__init__()
         self.attn_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
         self.attention = nn.MultiheadAttention(hidden_size, n_heads, dropout=attn_dropout_prob, batch_first=True)
@@ -36,13 +36,15 @@ class PreLNTransformerLayer(nn.Module):
             nn.Linear(inner_size, hidden_size),
         )
         self.dropout = nn.Dropout(hidden_dropout_prob)
+        # RecBole drops the attention output too; SASRec's authors and RecTools do not
+        self.attention_dropout = self.dropout if attention_output_dropout else nn.Identity()
 
     def forward(self, x, attn_mask, padding_slot=False):
         """``padding_slot``: a zero vector is the first key (``attn_mask`` then has one more column)."""
         query = self.attn_norm(x)
         keys = torch.cat([x.new_zeros(x.shape[0], 1, x.shape[2]), x], dim=1) if padding_slot else x
         attended, _ = self.attention(query, keys, keys, attn_mask=attn_mask, need_weights=False)
-        x = query + self.dropout(attended)
+        x = query + self.attention_dropout(attended)
         ff_input = self.ff_norm(x)
         return ff_input + self.dropout(self.feed_forward(ff_input))
 

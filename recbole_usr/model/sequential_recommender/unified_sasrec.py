@@ -92,6 +92,10 @@ class UnifiedSASRec(CarriesSemanticIDs, SequentialRecommender):
         self.attend_padding = bool(config_value(config, "attend_padding", False))
         if self.attend_padding and self.transformer_layout != "pre_ln":
             raise ValueError("attend_padding needs transformer_layout: pre_ln (RecBole's post-LN encoder masks padding).")
+        attention_output_dropout = bool(config_value(config, "attention_output_dropout", True))
+        if not attention_output_dropout and self.transformer_layout != "pre_ln":
+            raise ValueError("attention_output_dropout: False needs transformer_layout: pre_ln "
+                             "(RecBole's post-LN encoder always drops its attention output).")
         self.position_embedding = nn.Embedding(self.max_seq_length, self.hidden_size)
         layer_args = dict(n_layers=self.n_layers, n_heads=self.n_heads, hidden_size=self.hidden_size,
                           inner_size=self.inner_size, hidden_dropout_prob=self.hidden_dropout_prob,
@@ -101,7 +105,7 @@ class UnifiedSASRec(CarriesSemanticIDs, SequentialRecommender):
             self.trm_encoder = TransformerEncoder(**layer_args)
             self.LayerNorm = nn.LayerNorm(self.hidden_size, eps=self.layer_norm_eps)
         else:  # the original SASRec's: no input LayerNorm, pre-LN blocks, a final LayerNorm
-            self.trm_encoder = PreLNTransformerEncoder(**layer_args)
+            self.trm_encoder = PreLNTransformerEncoder(**layer_args, attention_output_dropout=attention_output_dropout)
             self.LayerNorm = nn.Identity()
         self.dropout = nn.Dropout(self.hidden_dropout_prob)
         # Dropout on the item table itself (RecTools' item net): in training the same dropped
