@@ -89,13 +89,15 @@ class UnifiedSASRec(CarriesSemanticIDs, SequentialRecommender):
             if value not in allowed:
                 raise ValueError(f"{key} must be one of {', '.join(allowed)}, got '{value}'.")
         # RecTools' SASRec attends to a left-padded sequence's padding slots (no key padding mask)
+        # and adds its attention output undropped: options of the pre-LN encoder only
         self.attend_padding = bool(config_value(config, "attend_padding", False))
-        if self.attend_padding and self.transformer_layout != "pre_ln":
-            raise ValueError("attend_padding needs transformer_layout: pre_ln (RecBole's post-LN encoder masks padding).")
         attention_output_dropout = bool(config_value(config, "attention_output_dropout", True))
-        if not attention_output_dropout and self.transformer_layout != "pre_ln":
-            raise ValueError("attention_output_dropout: False needs transformer_layout: pre_ln "
-                             "(RecBole's post-LN encoder always drops its attention output).")
+        for key, value, recbole_value, recbole_does in (
+                ("attend_padding", self.attend_padding, False, "masks padding"),
+                ("attention_output_dropout", attention_output_dropout, True, "always drops its attention output")):
+            if value != recbole_value and self.transformer_layout != "pre_ln":
+                raise ValueError(f"{key}: {value} needs transformer_layout: pre_ln "
+                                 f"(RecBole's post-LN encoder {recbole_does}).")
         self.position_embedding = nn.Embedding(self.max_seq_length, self.hidden_size)
         layer_args = dict(n_layers=self.n_layers, n_heads=self.n_heads, hidden_size=self.hidden_size,
                           inner_size=self.inner_size, hidden_dropout_prob=self.hidden_dropout_prob,
