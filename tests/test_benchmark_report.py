@@ -71,3 +71,47 @@ def test_property_sweep_tokens_vary_one_property_or_compare_whole_recipes():
     assert sweep_tokens("unified_ss", "id_dim", ["0", "16"]) == {"0": "unified_ss+id_dim=0", "16": "unified_ss+id_dim=16"}
     assert sweep_tokens("unified_ss", "recipe", ["id_ss", "unified_ss+id_dim=16"]) == {
         "id_ss": "id_ss", "unified_ss+id_dim=16": "unified_ss+id_dim=16"}
+
+
+def write_records(directory, name, records):
+    import json
+
+    for record in records:
+        with open(directory / f"{name}-s{record['seed']}.json", "w") as f:
+            json.dump({"parameter_counts": {"item_embedding": 100}, **record}, f)
+
+
+def test_headline_rows_average_their_files_and_change_against_the_first(tmp_path, monkeypatch):
+    import benchmarks.headline as headline
+
+    monkeypatch.setattr(headline, "RESULTS_DIR", str(tmp_path))
+    write_records(tmp_path, "base", [recipe_record(1, "h", 0.02, 0.04), recipe_record(2, "h", 0.04, 0.06)])
+    write_records(tmp_path, "new", [recipe_record(1, "g", 0.045, 0.045)])
+    rows = headline.load_rows("D", ["base=base-s*.json", "new=new-s1.json"])
+    table = headline.summarise_rows(rows)
+    assert table[0]["seeds"] == [1, 2] and table[0]["history_kept/ndcg@10"][0] == 0.03
+    # kept N@10: 0.045 against 0.03 is +50%; removed N@10: 0.045 against 0.05 is -10%
+    assert headline.change(table[1], table[0], "history_kept/ndcg@10") == "+50.0%"
+    assert headline.change(table[1], table[0], "history_removed/ndcg@10") == "-10.0%"
+    path = tmp_path / "out.md"
+    headline.write_markdown(path, "D", table, {"command": "c", "git_describe": "x", "machine": "M", "threads": 1,
+                                               "versions": {}})
+    text = path.read_text()
+    assert "| new vs base | | +0.0% | +50.0% | +0.0% | -10.0% |" in text
+    assert "0.0300 ± 0.0141" in text and "`base-s1.json`" in text
+
+
+def test_headline_refuses_mixed_machines_and_rows_without_files(tmp_path, monkeypatch):
+    import pytest
+
+    import benchmarks.headline as headline
+
+    monkeypatch.setattr(headline, "RESULTS_DIR", str(tmp_path))
+    write_records(tmp_path, "cpu", [recipe_record(1, "h", 0.02, 0.04)])
+    write_records(tmp_path, "gpu", [dict(recipe_record(1, "h", 0.02, 0.04), machine="GPU")])
+    with pytest.raises(ValueError, match="one machine and thread count"):
+        headline.load_rows("D", ["cpu=cpu-s1.json", "gpu=gpu-s1.json"])
+    with pytest.raises(ValueError, match="no result file matches"):
+        headline.load_rows("D", ["cpu=cpu-s1.json", "missing=nothing-*.json"])
+    with pytest.raises(ValueError, match="must be a E run"):
+        headline.load_rows("E", ["cpu=cpu-s1.json"])

@@ -1,0 +1,172 @@
+"""The README's headline comparison, built from chosen recipe results: one row per recipe
+(mean ± sd over its runs) under both full-ranking protocols, the change of every row against
+the first, the published reference, and a bar chart.
+
+    python -m benchmarks.headline --dataset Amazon_Beauty \\
+        --row "id_ss=recipe-amazon-beauty-id-ss-item-emb-dropout-prob-0-2-s*-fedc27ef.json" \\
+        --row "unified_ss=recipe-amazon-beauty-unified-ss-s*-88d35b69.json"
+
+Each ``--row NAME=GLOB[,GLOB...]`` names the result files (under benchmarks/results/) that make a row,
+so which runs stand behind a headline is written in its command. Rows must share the
+dataset, machine and torch thread count (a headline compares like with like); a row may pool
+runs of several commits, which it lists. Writes ``benchmarks/results/headline-<dataset>``
+``.md``, ``.json`` and ``.png``, each naming the command, commits, seeds, threads and versions.
+"""
+
+import argparse
+import glob
+import json
+import os
+import re
+import sys
+
+from benchmarks.property_sweep import METRICS, PROTOCOLS, fmt, summarise
+from benchmarks.report import PUBLISHED_SEEN_REMOVED, code_label, threads_used, warnings_of
+from benchmarks.run import RESULTS_DIR, provenance, slug
+
+
+def load_rows(dataset, row_specs):
+    """``[(name, records)]`` from ``NAME=GLOB`` specs; refuses empty rows and mixed settings."""
+    rows = []
+    for spec in row_specs:
+        name, sep, pattern = spec.partition("=")
+        if not sep or not name or not pattern:
+            raise ValueError(f"--row takes NAME=GLOB, got {spec!r}.")
+        paths = sorted({p for part in pattern.split(",") for p in glob.glob(os.path.join(RESULTS_DIR, part))})
+        if not paths:
+            raise ValueError(f"--row {name}: no result file matches {pattern!r} in {RESULTS_DIR}.")
+        records = []
+        for path in paths:
+            with open(path) as f:
+                records.append({**json.load(f), "file": os.path.basename(path)})
+        rows.append((name, records))
+    found = {(r.get("dataset"), r.get("machine"), threads_used(r)) for _, records in rows for r in records}
+    if {d for d, _, _ in found} != {dataset}:
+        raise ValueError(f"every file must be a {dataset} run; found datasets {sorted({str(d) for d, _, _ in found})}.")
+    if len(found) > 1:
+        raise ValueError("a headline compares runs of one machine and thread count; found "
+                         + "; ".join(f"{m}, {t} thread(s)" for _, m, t in sorted(found, key=str)) + ".")
+    return rows
+
+
+def change(row, baseline, key):
+    """Relative change of ``row`` against ``baseline`` on one metric, e.g. ``+3.1%``."""
+    mine, theirs = row[key][0], baseline[key][0]
+    if mine is None or not theirs:
+        return "–"
+    return f"{100 * (mine / theirs - 1):+.1f}%"
+
+
+def summarise_rows(rows):
+    """Per row: :func:`benchmarks.property_sweep.summarise` plus best epochs, peak memory, code."""
+    table = []
+    for name, records in rows:
+        row = summarise(records, name)
+        ok = [r for r in records if r.get("returncode") == 0 and r.get("test_result_by_protocol")]
+        row["best_epochs"] = [r["best_valid_index"] + 1 for r in ok if r.get("best_valid_index") is not None]
+        row["peak_memory_mib"] = max((r["peak_memory_mib"] for r in ok if r.get("peak_memory_mib")), default=None)
+        row["code"] = sorted({code_label(r) for r in records})
+        row["warnings"] = sorted({w for r in records for w in warnings_of(r)})
+        row["files"] = [r["file"] for r in records]
+        row["commands"] = sorted({re.sub(r"--seed=\d+", "--seed=<seed>", r.get("command", "")) for r in records})
+        table.append(row)
+    return table
+
+
+def write_markdown(path, dataset, table, info):
+    columns = [(p, m) for p in PROTOCOLS for m in METRICS[::-1]]  # R@10 then N@10, kept then removed
+    header = ["row", "seeds (failed)"] + [f"{'R' if m == 'recall@10' else 'N'}@10 {PROTOCOLS[p]}" for p, m in columns]
+    header += ["item table", "best epoch", "s to best", "peak RSS MiB", "code"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in table:
+        budget = " ‡" if row["stopped_by_time_budget"] else ""
+        cells = [row["value"], f"{','.join(map(str, row['seeds'])) or 'none'} ({len(row['failed'])})"]
+        cells += [fmt(row[f"{p}/{m}"]) for p, m in columns]
+        cells += ["–" if row["item_table"] is None else f"{row['item_table']:,}",
+                  ", ".join(map(str, row["best_epochs"])) + budget,
+                  "–" if row["seconds_to_best_valid"] is None else f"{row['seconds_to_best_valid']:,.0f}",
+                  "–" if row["peak_memory_mib"] is None else f"{row['peak_memory_mib']:,.0f}",
+                  ", ".join(row["code"]) + (f" ⚠ {'; '.join(row['warnings'])}" if row["warnings"] else "")]
+        lines.append("| " + " | ".join(cells) + " |")
+    baseline = table[0]
+    for row in table[1:]:
+        smaller = ""
+        if row["item_table"] and baseline["item_table"]:
+            smaller = f"{100 * (1 - row['item_table'] / baseline['item_table']):.1f}% smaller"
+        lines.append(f"| {row['value']} vs {baseline['value']} | | "
+                     + " | ".join(change(row, baseline, f"{p}/{m}") for p, m in columns) + f" | {smaller} | | | | |")
+    published = PUBLISHED_SEEN_REMOVED.get(dataset)
+    if published:
+        lines.append("| *eSASRec benchmark, SASRec + SS* | | | | "
+                     f"*{published['recall@10']:.4f}* | *{published['ndcg@10']:.4f}* | | | | | |")
+    text = [f"# Headline: {dataset}", "", f"Command: `{info['command']}`", "",
+            f"Built at {info['git_describe']} from the result files below; {info['machine']}, "
+            f"{info['threads']} torch thread(s) per run, {info['versions']}. Mean ± sd over the seeds listed; "
+            "‡: some run stopped by `train_time_budget`. Seen kept: RecBole's protocol; seen removed: the "
+            "eSASRec benchmark's (the published row's).", "", *lines, "", "Runs:", ""]
+    for row in table:
+        text += [f"- {row['value']}: " + ", ".join(f"`{f}`" for f in row["files"])]
+        text += [f"  - `{c}`" for c in row["commands"]]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(text) + "\n")
+
+
+def write_plot(path, dataset, table, info):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = [(p, m) for p in PROTOCOLS for m in METRICS[::-1]]
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    width = 0.8 / len(table)
+    for i, row in enumerate(table):
+        means = [row[f"{p}/{m}"][0] or 0.0 for p, m in columns]
+        sds = [row[f"{p}/{m}"][1] or 0.0 for p, m in columns]
+        ax.bar([j + i * width for j in range(len(columns))], means, width, yerr=sds, capsize=3,
+               label=f"{row['value']} ({len(row['seeds'])} seeds)", color=f"C{i}")
+    published = PUBLISHED_SEEN_REMOVED.get(dataset)
+    if published:
+        for j, (protocol, metric) in enumerate(columns):
+            if protocol == "history_removed":
+                ax.hlines(published[metric], j - width / 2, j + width * (len(table) - 0.5), colors="k",
+                          linestyles="dashed", label="eSASRec benchmark" if metric == "recall@10" else None)
+    ax.set_xticks([j + width * (len(table) - 1) / 2 for j in range(len(columns))])
+    ax.set_xticklabels([f"{m.replace('recall', 'R').replace('ndcg', 'N')}\n{PROTOCOLS[p]}" for p, m in columns],
+                       fontsize=8)
+    ax.set_ylabel("test, full ranking", fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7)
+    fig.suptitle(f"{dataset}: " + " vs ".join(row["value"] for row in table), fontsize=10)
+    codes = "; ".join(f"{row['value']} {', '.join(row['code'])}" for row in table)
+    fig.text(0.01, 0.005, f"{info['command']} | built at {info['git_describe']} | runs: {codes} | seeds "
+             + "; ".join(",".join(map(str, row["seeds"])) for row in table)
+             + f" | {info['threads']} thread(s) | {info['versions']}", fontsize=6, wrap=True)
+    fig.tight_layout(rect=(0, 0.1, 1, 0.95))
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--row", action="append", required=True, metavar="NAME=GLOB[,GLOB...]",
+                        help="a row from these result files; the first row is the baseline")
+    parser.add_argument("--out", default=None, help="output path without extension")
+    args = parser.parse_args(argv)
+    rows = load_rows(args.dataset, args.row)
+    table = summarise_rows(rows)
+    first = rows[0][1][0]
+    info = {**provenance(), "command": "python -m benchmarks.headline " + " ".join(
+                a if "=" not in a and "*" not in a else f'"{a}"' for a in (argv if argv is not None else sys.argv[1:])),
+            "threads": threads_used(first), "machine": first.get("machine"), "versions": first.get("versions")}
+    out = args.out or os.path.join(RESULTS_DIR, f"headline-{slug(args.dataset)}")
+    write_markdown(out + ".md", args.dataset, table, info)
+    write_plot(out + ".png", args.dataset, table, info)
+    with open(out + ".json", "w") as f:
+        json.dump({"dataset": args.dataset, **info, "rows": table}, f, indent=1, default=str)
+    print(f"wrote {out}.md, .json, .png")
+
+
+if __name__ == "__main__":
+    main()
