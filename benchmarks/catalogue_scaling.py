@@ -35,11 +35,11 @@ import resource
 import shutil
 import sys
 import tempfile
-import textwrap
 import time
 
 import numpy as np
 
+from benchmarks.figures import finish_figure
 from benchmarks.run import RESULTS_DIR, provenance, run_json_command
 
 STEPS = ("tokenizer_fit", "train_epoch_ce", "train_epoch_ss", "eval_full_top10")
@@ -336,10 +336,7 @@ def plot(meta, measurements, path):
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.text(0.01, 0.01, "\n".join(textwrap.wrap(footer(meta), 170)), fontsize=6)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    fig.savefig(path)
-    plt.close(fig)
+    finish_figure(fig, path, footer(meta))
 
 
 def main(argv=None):

@@ -27,6 +27,7 @@ import json
 import os
 import sys
 
+from benchmarks.figures import finish_figure
 from benchmarks.run import RESULTS_DIR
 from benchmarks.tokenizer_table import provenance_line, run_tokenize
 
@@ -105,16 +106,7 @@ def write_plot(path, rows, info):
             ax.set_title(dataset, fontsize=9)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    finish_figure(fig, path, "RQ tokenizer: activation and unique IDs by codebook size", info, 0.04, plt)
-
-
-def finish_figure(fig, path, title, info, footer_height, plt):
-    """Title, provenance footer, save, close."""
-    fig.suptitle(title, fontsize=10)
-    fig.text(0.01, 0.005, provenance_line(info).replace("`", ""), fontsize=6, wrap=True)
-    fig.tight_layout(rect=(0, footer_height, 1, 1 - footer_height))
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    finish_figure(fig, path, provenance_line(info), "RQ tokenizer: activation and unique IDs by codebook size")
 
 
 def write_bar_plot(path, rows, info, datasets, plt):
@@ -138,7 +130,7 @@ def write_bar_plot(path, rows, info, datasets, plt):
         ax.set_title(f"{dataset}, K = {mine[0]['codebook_size']}", fontsize=9)
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=7)
-    finish_figure(fig, path, "RQ tokenizer: fixed hybrid lookup vs learned cosine / Euclidean mix", info, 0.06, plt)
+    finish_figure(fig, path, provenance_line(info), "RQ tokenizer: fixed hybrid lookup vs learned cosine / Euclidean mix")
 
 
 def main(argv=None):

@@ -20,6 +20,7 @@ import os
 import re
 import sys
 
+from benchmarks.figures import finish_figure
 from benchmarks.property_sweep import METRICS, PROTOCOLS, fmt, summarise
 from benchmarks.report import PUBLISHED_SEEN_REMOVED, code_label, threads_used, warnings_of
 from benchmarks.run import RESULTS_DIR, provenance, slug
@@ -137,14 +138,11 @@ def write_plot(path, dataset, table, info):
     ax.set_ylabel("test, full ranking", fontsize=8)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=7)
-    fig.suptitle(f"{dataset}: " + " vs ".join(row["value"] for row in table), fontsize=10)
     codes = "; ".join(f"{row['value']} {', '.join(row['code'])}" for row in table)
-    fig.text(0.01, 0.005, f"{info['command']} | built at {info['git_describe']} | runs: {codes} | seeds "
-             + "; ".join(",".join(map(str, row["seeds"])) for row in table)
-             + f" | {info['threads']} thread(s) | {info['versions']}", fontsize=6, wrap=True)
-    fig.tight_layout(rect=(0, 0.1, 1, 0.95))
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    seeds = "; ".join(",".join(map(str, row["seeds"])) for row in table)
+    finish_figure(fig, path, f"{info['command']} | built at {info['git_describe']} | runs: {codes} | seeds {seeds} | "
+                  f"{info['threads']} thread(s) | {info['versions']}",
+                  f"{dataset}: " + " vs ".join(row["value"] for row in table))
 
 
 def main(argv=None):

@@ -26,6 +26,7 @@ import statistics
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+from benchmarks.figures import finish_figure
 from benchmarks.recipes import parse_recipe, result_path, run_recipe
 from benchmarks.run import RESULTS_DIR, slug
 
@@ -113,12 +114,8 @@ def write_plot(path, info, table):
             ax.set_title(dataset, fontsize=9)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    fig.suptitle(sweep_title(info), fontsize=10)
-    fig.text(0.01, 0.005, f"{info['command']} | code {info['git_describe']} | seeds {info['seeds']} | "
-             f"{info['threads']} thread(s) | {info['versions']}", fontsize=6, wrap=True)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.95))
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    finish_figure(fig, path, f"{info['command']} | code {info['git_describe']} | seeds {info['seeds']} | "
+                  f"{info['threads']} thread(s) | {info['versions']}", sweep_title(info))
 
 
 def main(argv=None):

@@ -147,3 +147,25 @@ def test_the_report_shows_failed_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "REPORT", str(tmp_path / "RESULTS.md"))
     text = open(report.write_report()).read()
     assert "## Failed runs" in text and "RuntimeError: out of memory" in text
+
+
+def test_figure_footer_fits_the_figure_and_stays_below_the_axes(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from benchmarks.figures import finish_figure
+
+    footer = "python -m benchmarks.something --with many arguments | code abc1234 | seeds 2020 2021 2022 | " * 6
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.set_xlabel("x label")
+    finish_figure(fig, tmp_path / "f.png", footer, title="a title")
+    renderer = FigureCanvasAgg(fig).get_renderer()  # the figure is closed: draw it again off screen
+    text = fig.texts[-1].get_window_extent(renderer)
+    axes_area = ax.get_tightbbox(renderer)
+    assert (tmp_path / "f.png").stat().st_size > 0
+    assert text.x0 >= 0 and text.x1 <= fig.bbox.x1  # wrapped to the figure's width, not clipped
+    assert text.y1 <= axes_area.y0  # under the axes and their labels, not over them
+    assert fig.texts[-1].get_text().count("\n") >= 3

@@ -1,0 +1,22 @@
+"""One way to finish a benchmark figure: its title, a provenance footer (command, code, seeds,
+threads, versions: what a reader needs to trust or rerun it), saved and closed."""
+
+import textwrap
+
+FOOTER_FONT_SIZE = 6
+CHARS_PER_INCH = 19      # 6-pt characters that fit in an inch of footer
+LINE_INCHES = 0.11       # height of a 6-pt footer line
+
+
+def finish_figure(fig, path, footer, title=None, dpi=80):
+    """Wrap ``footer`` to the figure's width below the axes, add ``title``, save to ``path``."""
+    import matplotlib.pyplot as plt
+
+    lines = textwrap.wrap(footer.replace("`", ""), width=int(fig.get_figwidth() * CHARS_PER_INCH))
+    footer_height = (0.05 + LINE_INCHES * len(lines)) / fig.get_figheight()
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.text(0.01, 0.005, "\n".join(lines), fontsize=FOOTER_FONT_SIZE, va="bottom")
+    fig.tight_layout(rect=(0, footer_height, 1, 0.95 if title else 1))
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
