@@ -3,11 +3,16 @@
 Trains UnifiedSASRec once per item representation (``item_repr``: ID table, semantic-ID
 unigram / bigram / SentencePiece, hashed IDs; Singh et al., arXiv 2306.08121), optionally
 RecBole's own SASRec, all on the same cold-item split (``--cold_item_ratio`` of the items
-never appear in training), and writes ``<out>.json`` and ``<out>.md``: Recall@10 / NDCG@10
-overall and per slice of the test target, with the item-representation parameter counts.
+never appear in training), once per seed, and writes ``<out>.json``, ``<out>.md`` and
+``<out>.png``: Recall@10 / NDCG@10 overall and per slice of the test target (mean ± sd over
+the seeds), with the item-representation parameter counts.
 
     python benchmarks/item_repr_table.py --quick            # ml-100k, 5 epochs, a few minutes on CPU
     python benchmarks/item_repr_table.py --dataset Amazon_Beauty --epochs 50
+    # issue 17's strong-recipe table: the unified_ss backbone, every table 256-d, 3 seeds
+    python benchmarks/item_repr_table.py --dataset Amazon_Beauty --epochs 200 --seeds 2020 2021 2022 \
+        --reprs id,ngram1,ngram2,ngram2_k64,spm,hash,unified \
+        --config_files properties/recipe/unified_ss.yaml --set hidden_size=256
 
 Each run's overall numbers are also taken from RecBole's own evaluator and checked against
 the slice code's (``matches_recbole`` in the JSON).
@@ -15,7 +20,9 @@ the slice code's (``matches_recbole`` in the JSON).
 
 import argparse
 import json
+import math
 import os
+import statistics
 import sys
 import time
 from logging import getLogger
@@ -41,6 +48,7 @@ from recbole_usr.quick_start import (  # noqa: E402
 )
 from recbole_usr.utils import get_trainer  # noqa: E402
 from benchmarks.child import runtime  # noqa: E402
+from benchmarks.figures import finish_figure  # noqa: E402
 from benchmarks.run import provenance  # noqa: E402
 
 # name -> (model, properties); every UnifiedSASRec variant has a 64-d item table.
@@ -48,6 +56,8 @@ REPRESENTATIONS = {
     "id": ("UnifiedSASRec", {"item_repr": "id"}),
     "ngram1": ("UnifiedSASRec", {"item_repr": "ngram", "ngram_n": 1}),
     "ngram2": ("UnifiedSASRec", {"item_repr": "ngram", "ngram_n": 2}),
+    # bigrams of a 64-codeword tokenizer: (L-1) x 64^2 rows instead of (L-1) x 256^2
+    "ngram2_k64": ("UnifiedSASRec", {"item_repr": "ngram", "ngram_n": 2, "rq_codebook_size": 64}),
     "spm": ("UnifiedSASRec", {"item_repr": "spm"}),
     "hash": ("UnifiedSASRec", {"item_repr": "hash"}),
     "unified": ("UnifiedSASRec", {"item_repr": "unified"}),
@@ -63,6 +73,8 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default 50; 5 with --quick)")
     parser.add_argument("--reprs", default=DEFAULT_REPRS, help=f"comma list of {', '.join(REPRESENTATIONS)}")
     parser.add_argument("--cold_item_ratio", type=float, default=0.1)
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="one run per representation and seed; ~ = the config's seed (2020)")
     parser.add_argument("--out", default=None, help="output path without extension "
                         "(default benchmarks/results/item_repr_<dataset>)")
     parser.add_argument("--quick", action="store_true", help="ml-100k and 5 epochs: a few minutes on CPU")
@@ -104,14 +116,15 @@ def table_parameter_counts(model):
     return counts, main
 
 
-def train_and_evaluate(name, model_name, properties, args, extra):
-    """One representation: train, test with RecBole, then per-slice metrics of the best model."""
+def train_and_evaluate(name, model_name, properties, args, extra, seed=None):
+    """One representation and seed: train, test with RecBole, then per-slice metrics of the best model."""
     config_dict = {
         "epochs": args.epochs,
         "cold_item_ratio": args.cold_item_ratio,
         "show_progress": False,
         **properties,
         **extra,
+        **({"seed": seed} if seed is not None else {}),
     }
     config = build_config(model_name, args.dataset, args.config_files, config_dict)
     init_seed(config["seed"], config["reproducibility"])
@@ -141,6 +154,7 @@ def train_and_evaluate(name, model_name, properties, args, extra):
         if f"{metric}@{K}" in test_result
     )
     return {
+        "seed": config["seed"],
         "model": model_name,
         "properties": properties,
         "item_parameters": main_count,
@@ -159,6 +173,60 @@ def train_and_evaluate(name, model_name, properties, args, extra):
     }
 
 
+def aggregate(runs):
+    """A representation's row from its runs (one per seed): each slice's Recall / NDCG as the
+    mean over seeds, with ``<metric>_sd`` beside it when there are several; empty slices
+    (NaN) stay NaN."""
+    row = {key: value for key, value in runs[0].items() if key not in ("seed", "slices", "recbole_test_result")}
+    row["seeds"] = [r["seed"] for r in runs]
+    row["slices"] = {}
+    for slice_name, entry in runs[0]["slices"].items():
+        merged = dict(entry)
+        for metric in entry:
+            if not metric.startswith(("recall@", "ndcg@")):
+                continue
+            values = [r["slices"][slice_name][metric] for r in runs]
+            if any(math.isnan(v) for v in values):
+                continue
+            merged[metric] = statistics.fmean(values)
+            if len(values) > 1:
+                merged[f"{metric}_sd"] = statistics.stdev(values)
+        row["slices"][slice_name] = merged
+    row["matches_recbole"] = all(r["matches_recbole"] for r in runs)
+    row["train_seconds"] = statistics.fmean(r["train_seconds"] for r in runs)
+    row["epochs_run"] = [len(r["train_epoch_seconds"]) for r in runs]
+    return row
+
+
+def write_plot(report, path):
+    """NDCG@10 and Recall@10 per slice, a bar per representation (mean ± sd over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    slices = ("overall",) + SLICE_NAMES
+    results = report["results"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    width = 0.8 / max(1, len(results))
+    for ax, metric in zip(axes, (f"ndcg@{K}", f"recall@{K}")):
+        for i, (name, row) in enumerate(results.items()):
+            means = [row["slices"].get(s, {}).get(metric, float("nan")) for s in slices]
+            sds = [row["slices"].get(s, {}).get(f"{metric}_sd", 0.0) for s in slices]
+            ax.bar([j + i * width for j in range(len(slices))], means, width, yerr=sds, capsize=2,
+                   label=f"{name} ({row['item_parameters']:,})", color=f"C{i}")
+        ax.set_xticks([j + width * (len(results) - 1) / 2 for j in range(len(slices))])
+        ax.set_xticklabels(slices, fontsize=8)
+        ax.set_ylabel(f"test {metric}", fontsize=8)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].legend(fontsize=6, title="representation (item params)", title_fontsize=6)
+    versions = ", ".join(f"{k} {v}" for k, v in report.get("versions", {}).items() if v)
+    seeds = sorted({s for row in results.values() for s in row["seeds"]})
+    finish_figure(fig, path, f"{report['command']} | code {report.get('git_describe')} | seeds {seeds} | "
+                  f"{report.get('threads')} thread(s) | {versions} | {report.get('machine')}",
+                  f"Item representations on {report['dataset']}: overall and by test-target popularity")
+
+
 def markdown_report(report):
     rows = [(name, r["item_parameters"], r["slices"]) for name, r in report["results"].items()]
     lines = [
@@ -167,7 +235,9 @@ def markdown_report(report):
         f"Command: `{report.get('command', '?')}` (commit {report.get('git_commit', '?')}, "
         f"{report.get('machine', '?')}, {report.get('threads', '?')} torch thread(s)).",
         "",
-        f"UnifiedSASRec unless noted, {report['epochs']} epochs max, "
+        f"UnifiedSASRec unless noted, {report['epochs']} epochs max, seeds "
+        f"{sorted({s for r in report['results'].values() for s in r.get('seeds', [])}) or '?'} "
+        "(mean ± sd where several), "
         f"cold_item_ratio={report['cold_item_ratio']}, popularity slices {report['popularity_slices']} "
         "(head = most popular 20% of warm items, tail = least popular 20%, cold = no training interaction). "
         f"R = Recall@{K}, N = NDCG@{K} of the test target; item params = trainable item-representation parameters. "
@@ -197,7 +267,7 @@ def markdown_report(report):
     checks = {name: r["matches_recbole"] for name, r in report["results"].items()}
     lines.append(f"Overall metrics equal RecBole's evaluator: {checks}.")
     timing = ", ".join(
-        f"{name} {r['train_seconds']:.0f}s ({len(r['train_epoch_seconds'])} epochs)"
+        f"{name} {r['train_seconds']:.0f}s ({'/'.join(map(str, r['epochs_run']))} epochs)"
         for name, r in report["results"].items()
     )
     lines.append(f"Training time: {timing}.")
@@ -210,6 +280,8 @@ def write_report(report, out):
         json.dump(report, f, indent=2, default=float)
     with open(out + ".md", "w") as f:
         f.write(markdown_report(report))
+    if report["results"]:
+        write_plot(report, out + ".png")
 
 
 def main(argv=None):
@@ -225,19 +297,23 @@ def main(argv=None):
         "train_exclude_cold_items": extra.get("train_exclude_cold_items", True),
         "popularity_slices": extra.get("popularity_slices", [0.2, 0.8]),
         "extra_properties": extra,
-        "results": {},
+        "results": {},  # per representation: mean ± sd over its seeds (aggregate)
+        "runs": {},  # per representation: one record per seed
     }
     for name in args.reprs:
         model_name, properties = REPRESENTATIONS[name]
-        start = time.time()
-        report["results"][name] = train_and_evaluate(name, model_name, properties, args, extra)
-        report.update(runtime())
-        overall = report["results"][name]["slices"]["overall"]
-        print(f"[{name}] R@{K}={overall[f'recall@{K}']:.4f} N@{K}={overall[f'ndcg@{K}']:.4f} "
-              f"({time.time() - start:.0f}s)", flush=True)
-        write_report(report, args.out)  # partial results survive a later failure
+        for seed in args.seeds or [None]:
+            start = time.time()
+            run = train_and_evaluate(name, model_name, properties, args, extra, seed)
+            report["runs"].setdefault(name, []).append(run)
+            report["results"][name] = aggregate(report["runs"][name])
+            report.update(runtime())
+            overall = run["slices"]["overall"]
+            print(f"[{name} seed {run['seed']}] R@{K}={overall[f'recall@{K}']:.4f} N@{K}={overall[f'ndcg@{K}']:.4f} "
+                  f"({time.time() - start:.0f}s)", flush=True)
+            write_report(report, args.out)  # partial results survive a later failure
     print(markdown_report(report))
-    print(f"Wrote {args.out}.json and {args.out}.md")
+    print(f"Wrote {args.out}.json, {args.out}.md and {args.out}.png")
     return report
 
 

@@ -115,3 +115,27 @@ def test_headline_refuses_mixed_machines_and_rows_without_files(tmp_path, monkey
         headline.load_rows("D", ["cpu=cpu-s1.json", "missing=nothing-*.json"])
     with pytest.raises(ValueError, match="must be a E run"):
         headline.load_rows("E", ["cpu=cpu-s1.json"])
+
+
+def test_item_repr_rows_average_seeds_per_slice_and_keep_empty_slices_empty():
+    from benchmarks.item_repr_table import aggregate
+    from recbole_usr.evaluation import format_slice_table
+
+    def run(seed, overall, cold):
+        return {"seed": seed, "model": "M", "item_parameters": 10, "matches_recbole": True, "train_seconds": seed,
+                "train_epoch_seconds": [1.0] * seed, "recbole_test_result": {},
+                "slices": {"overall": {"recall@10": overall, "ndcg@10": overall / 2, "n_targets": 5},
+                           "cold": {"recall@10": cold, "ndcg@10": cold, "n_targets": 0}}}
+
+    row = aggregate([run(1, 0.2, float("nan")), run(3, 0.4, float("nan"))])
+    assert row["seeds"] == [1, 3] and row["epochs_run"] == [1, 3] and row["train_seconds"] == 2
+    overall = row["slices"]["overall"]
+    assert abs(overall["recall@10"] - 0.3) < 1e-12 and abs(overall["recall@10_sd"] - 0.1414213562) < 1e-9
+    assert overall["n_targets"] == 5
+    assert "recall@10_sd" not in row["slices"]["cold"]
+    table = format_slice_table([("M", 10, row["slices"])], 10)
+    assert "| M | 10 | 0.3000 ± 0.1414 | 0.1500 ± 0.0707 |" in table
+    assert table.rstrip().endswith("| - | - |")  # the empty cold slice
+    single = aggregate([run(1, 0.2, 0.1)])
+    assert "recall@10_sd" not in single["slices"]["overall"]
+    assert "| M | 10 | 0.2000 | 0.1000 |" in format_slice_table([("M", 10, single["slices"])], 10)

@@ -170,7 +170,8 @@ def evaluate_slices(model, eval_data, train_dataset, thresholds=None, topk=None)
 
 
 def format_slice_table(rows, k=10):
-    """Markdown: one row per ``(name, parameter count, slice results)``."""
+    """Markdown: one row per ``(name, parameter count, slice results)``; a metric with a
+    ``<metric>_sd`` entry beside it (a mean over seeds) is shown as mean ± sd."""
     header = ["representation", "item params"]
     for name in ("overall",) + SLICE_NAMES:
         header += [f"{name} R@{k}", f"{name} N@{k}"]
@@ -180,7 +181,10 @@ def format_slice_table(rows, k=10):
         for slice_name in ("overall",) + SLICE_NAMES:
             entry = results.get(slice_name, {})
             for metric in (f"recall@{k}", f"ndcg@{k}"):
-                value = entry.get(metric)
-                cells.append("-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}")
+                value, sd = entry.get(metric), entry.get(f"{metric}_sd")
+                if value is None or (isinstance(value, float) and math.isnan(value)):
+                    cells.append("-")
+                else:
+                    cells.append(f"{value:.4f}" + (f" ± {sd:.4f}" if sd is not None else ""))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
