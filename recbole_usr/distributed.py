@@ -6,8 +6,9 @@ Why: RecBole 1.2.1 starts every process group with NCCL and puts each rank on
 passes ``device_ids`` that torch rejects for a CPU module. Everything else is RecBole's own
 mechanism, used as it is: a process per rank, ``DistributedSampler`` shards, the trainer's
 gradient hooks and the ``all_gather`` of evaluation metrics. Here the backend follows the
-device (gloo on CPU, NCCL on GPU), and the spawned ranks run the plugin's :func:`run`, so
-plugin models, properties and both evaluation protocols work the same with one process or many.
+device (gloo on CPU, NCCL on GPU), and the spawned ranks run the function they are given (the
+plugin's :func:`recbole_usr.quick_start.run`, which passes itself), so plugin models, properties
+and both evaluation protocols work the same with one process or many.
 
 Nothing here is global to a user's process: the trainer patch is applied inside the spawned
 ranks, for the duration of their run, and unlike RecBole no rank sets ``CUDA_VISIBLE_DEVICES``
@@ -101,10 +102,9 @@ def wait_for_all_ranks(config):
         torch.distributed.barrier()
 
 
-def rank_worker(local_rank, run_args, queue):
-    """One spawned rank: the plugin's ``run`` with ``local_rank`` set; rank 0 returns the result."""
-    from recbole_usr.quick_start import run
-
+def rank_worker(local_rank, run, run_args, queue):
+    """One spawned rank: ``run(model, dataset, config_file_list, config_dict)`` with
+    ``local_rank`` set; rank 0 returns the result."""
     model, dataset, config_file_list, config_dict = run_args
     config_dict = {**config_dict, "local_rank": local_rank}
     try:
@@ -117,11 +117,12 @@ def rank_worker(local_rank, run_args, queue):
             torch.distributed.destroy_process_group()
 
 
-def run_processes(model, dataset, config_file_list=None, config_dict=None, nproc=2, world_size=-1, ip="localhost",
-                  port="5678", group_offset=0):
+def run_processes(run, model, dataset, config_file_list=None, config_dict=None, nproc=2, world_size=-1,
+                  ip="localhost", port="5678", group_offset=0):
     """RecBole's ``run(..., nproc=...)`` for the plugin: ``nproc`` local ranks of a group of
     ``world_size`` processes (all machines together; -1 = nproc), ranks ``group_offset`` to
-    ``group_offset + nproc - 1`` on this machine; rank 0's result."""
+    ``group_offset + nproc - 1`` on this machine, each calling ``run`` (a module-level function,
+    so the spawned ranks can import it); rank 0's result."""
     import torch.multiprocessing as mp
 
     if nproc < 1:
@@ -132,5 +133,5 @@ def run_processes(model, dataset, config_file_list=None, config_dict=None, nproc
     config_dict = {**(config_dict or {}), "world_size": world_size, "ip": ip, "port": str(port), "nproc": nproc,
                    "offset": group_offset}
     queue = mp.get_context("spawn").SimpleQueue()
-    mp.spawn(rank_worker, args=((model, dataset, config_file_list, config_dict), queue), nprocs=nproc, join=True)
+    mp.spawn(rank_worker, args=(run, (model, dataset, config_file_list, config_dict), queue), nprocs=nproc, join=True)
     return None if queue.empty() else queue.get()

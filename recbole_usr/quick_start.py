@@ -33,6 +33,7 @@ from recbole_usr.config_checks import check_property_values, check_unused_proper
 from recbole_usr.data.atomic_file_checks import check_atomic_files
 from recbole_usr.data.cold_start import create_dataset  # RecBole's, plus the cold-item split
 from recbole_usr.data.dataset_lookup import find_dataset_root
+from recbole_usr import recbole_config
 from recbole_usr.distributed import DeviceAwareConfig, gathered, run_processes, shared_value, wait_for_all_ranks
 from recbole_usr.evaluation.sampled_from_full_sort import sampled_predict_from_full_sort
 from recbole_usr.evaluation.seen_items import PROTOCOL_NAMES, SeenItemMask, seen_items_removed
@@ -41,7 +42,6 @@ from recbole_usr.semantic_id_artifact import attach_checkpoint_semantic_ids, pre
 from recbole_usr.trainer import named_losses
 from recbole_usr.utils import get_model, get_trainer
 
-PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties")
 RECBOLE_PROPERTIES_DIR = os.path.join(os.path.dirname(recbole.__file__), "properties")
 # Keys RecBole sets itself or reads without listing them in a yaml.
 EXTRA_KNOWN_KEYS = {"model", "dataset", "config_files", "MODEL_TYPE", "MODEL_INPUT_TYPE", "device",
@@ -53,20 +53,10 @@ EXTRA_KNOWN_KEYS = {"model", "dataset", "config_files", "MODEL_TYPE", "MODEL_INP
                     "alias_of_item_id", "alias_of_entity_id", "alias_of_relation_id"}
 
 
-def plugin_property_files(model_name, dataset):
-    """The plugin's yaml files for this run, lowest precedence first."""
-    candidates = [
-        os.path.join(PROPERTIES_DIR, "overall.yaml"),
-        os.path.join(PROPERTIES_DIR, "model", f"{model_name}.yaml"),
-        os.path.join(PROPERTIES_DIR, "dataset", f"{dataset}.yaml"),
-    ]
-    return [path for path in candidates if os.path.isfile(path)]
-
-
 def known_property_names():
     """Every key of every RecBole and recbole-usr property yaml, plus RecBole's argument lists."""
     names = set(EXTRA_KNOWN_KEYS) | set(known_argument_names())
-    for root in (RECBOLE_PROPERTIES_DIR, PROPERTIES_DIR):
+    for root in (RECBOLE_PROPERTIES_DIR, recbole_config.PROPERTIES_DIR):
         for path in glob.glob(os.path.join(root, "**", "*.yaml"), recursive=True):
             with open(path) as f:
                 content = yaml.safe_load(f)
@@ -121,7 +111,7 @@ def build_config(model, dataset, config_file_list=None, config_dict=None, allow_
     config_dict = dict(config_dict or {})
     model_class = get_model(model) if isinstance(model, str) else model
     model_name = model_class.__name__
-    files = plugin_property_files(model_name, dataset) + list(config_file_list or [])
+    files = recbole_config.plugin_property_files(model_name, dataset) + list(config_file_list or [])
     file_keys = user_file_keys(config_file_list)
     # one rank of a multi-process run (recbole_usr.distributed): gloo on CPU, NCCL on GPU
     config_class = DeviceAwareConfig if "local_rank" in config_dict else RecBoleConfig
@@ -151,7 +141,7 @@ def build_config(model, dataset, config_file_list=None, config_dict=None, allow_
 def check_input_properties(config, user_keys):
     """Values in range and of the right type, and no property meant for another model."""
     check_property_values(config)
-    check_unused_properties(config, user_keys, [RECBOLE_PROPERTIES_DIR, PROPERTIES_DIR],
+    check_unused_properties(config, user_keys, [RECBOLE_PROPERTIES_DIR, recbole_config.PROPERTIES_DIR],
                             EXTRA_KNOWN_KEYS | set(known_argument_names()))
 
 
@@ -261,7 +251,8 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, npr
     if (nproc > 1 or world_size > 0) and "local_rank" not in (config_dict or {}):
         if not saved:
             raise ValueError("a multi-process run must save its checkpoint: every rank tests the best one.")
-        return run_processes(model, dataset, config_file_list, config_dict, nproc, world_size, ip, port, group_offset)
+        return run_processes(run, model, dataset, config_file_list, config_dict, nproc, world_size, ip, port,
+                             group_offset)
     config = build_config(model, dataset, config_file_list, config_dict)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)

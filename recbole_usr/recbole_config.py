@@ -8,7 +8,21 @@ loaded too, at the same precedence ``recbole_usr.quick_start.build_config`` give
 above RecBole's defaults, below the user's files and ``config_dict``.
 """
 
+import os
+
 from recbole_usr.model import PLUGIN_MODELS
+
+PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties")
+
+
+def plugin_property_files(model_name, dataset):
+    """The plugin's yaml files for this run, lowest precedence first."""
+    candidates = [
+        os.path.join(PROPERTIES_DIR, "overall.yaml"),
+        os.path.join(PROPERTIES_DIR, "model", f"{model_name}.yaml"),
+        os.path.join(PROPERTIES_DIR, "dataset", f"{dataset}.yaml"),
+    ]
+    return [path for path in candidates if os.path.isfile(path)]
 
 
 def load_plugin_properties_in_recbole_config():
@@ -22,8 +36,6 @@ def load_plugin_properties_in_recbole_config():
     def _load_internal_config_dict(self, model, model_class, dataset):
         original(self, model, model_class, dataset)
         if model in PLUGIN_MODELS:
-            from recbole_usr.quick_start import plugin_property_files
-
             for path in plugin_property_files(model, dataset):
                 self._update_internal_config_dict(path)
 

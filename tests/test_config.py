@@ -13,7 +13,7 @@ import yaml
 from recbole.config import Config
 
 from conftest import write_yaml
-from recbole_usr import quick_start
+from recbole_usr import recbole_config
 from recbole_usr.quick_start import build_config
 
 RECBOLE_PROPERTIES = os.path.join(os.path.dirname(recbole.__file__), "properties")
@@ -61,7 +61,7 @@ def test_without_overrides_recbole_model_yaml_applies(tiny_dataset):
 def test_plugin_yamls_in_order_between_recbole_and_user(tiny_dataset, user_yaml, tmp_path, monkeypatch):
     """A private properties/ dir with one key set at each level shows the whole chain."""
     props = tmp_path / "plugin_properties"
-    overall = read_yaml(os.path.join(quick_start.PROPERTIES_DIR, "overall.yaml"))
+    overall = read_yaml(os.path.join(recbole_config.PROPERTIES_DIR, "overall.yaml"))
     overall.update(stopping_step=3, weight_decay=0.1, hidden_dropout_prob=0.1)
     write_yaml(props / "overall.yaml", yaml.safe_dump(overall))
     write_yaml(
@@ -73,7 +73,7 @@ def test_plugin_yamls_in_order_between_recbole_and_user(tiny_dataset, user_yaml,
         "hidden_dropout_prob: 0.3\nattn_dropout_prob: 0.3\nn_heads: 4\n",
     )
     write_yaml(tmp_path / "user2.yaml", "attn_dropout_prob: 0.4\nn_heads: 8\n")
-    monkeypatch.setattr(quick_start, "PROPERTIES_DIR", str(props))
+    monkeypatch.setattr(recbole_config, "PROPERTIES_DIR", str(props))
 
     config = build_config(
         "SASRec",

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from recbole_usr.distributed import run_processes
+from recbole_usr.quick_start import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,4 +57,4 @@ def test_two_cpu_processes_train_on_both_ranks_and_report_the_test_once(tmp_path
                                                                                    "group_offset": 1}])
 def test_impossible_process_groups_are_refused_before_spawning(kwargs):
     with pytest.raises(ValueError):
-        run_processes("UnifiedSASRec", "ml-100k", **kwargs)
+        run_processes(run, "UnifiedSASRec", "ml-100k", **kwargs)

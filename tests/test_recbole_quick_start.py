@@ -38,7 +38,7 @@ from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 from recbole.quick_start import objective_function, run_recbole
 from recbole.utils import get_model, get_trainer, init_seed
-from recbole_usr.quick_start import plugin_property_files
+from recbole_usr.recbole_config import plugin_property_files
 
 model_name, settings = sys.argv[1], json.loads(sys.argv[2])
 files = plugin_property_files(model_name, "ml-100k")
