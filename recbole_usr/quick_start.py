@@ -34,6 +34,7 @@ from recbole_usr.data.atomic_file_checks import check_atomic_files
 from recbole_usr.data.cold_start import create_dataset  # RecBole's, plus the cold-item split
 from recbole_usr.data.dataset_lookup import find_dataset_root
 from recbole_usr import recbole_config
+from recbole_usr.recbole_config import plugin_property_files
 from recbole_usr.distributed import DeviceAwareConfig, gathered, run_processes, shared_value, wait_for_all_ranks
 from recbole_usr.evaluation.sampled_from_full_sort import sampled_predict_from_full_sort
 from recbole_usr.evaluation.seen_items import PROTOCOL_NAMES, SeenItemMask, seen_items_removed
@@ -111,7 +112,7 @@ def build_config(model, dataset, config_file_list=None, config_dict=None, allow_
     config_dict = dict(config_dict or {})
     model_class = get_model(model) if isinstance(model, str) else model
     model_name = model_class.__name__
-    files = recbole_config.plugin_property_files(model_name, dataset) + list(config_file_list or [])
+    files = plugin_property_files(model_name, dataset) + list(config_file_list or [])
     file_keys = user_file_keys(config_file_list)
     # one rank of a multi-process run (recbole_usr.distributed): gloo on CPU, NCCL on GPU
     config_class = DeviceAwareConfig if "local_rank" in config_dict else RecBoleConfig
