@@ -31,7 +31,8 @@ POSITIVE_FLOATS = ("learning_rate", "rq_pretrain_lr", "tokenizer_lr", "train_tim
 NON_NEGATIVE_FLOATS = ("rq_beta", "rq_loss_weight", "recon_loss_weight", "rq_rec_grad_scale")
 UNIT_INTERVAL = ("hidden_dropout_prob", "attn_dropout_prob", "item_emb_dropout_prob", "rq_dropout", "cold_item_ratio")  # [0, 1)
 BOOLS = (
-    "use_semantic", "rq_use_ema", "rq_kmeans_init", "rq_restart_unused", "rq_unique_last_level", "rq_rec_codeword_grad", "train_whole_sequence",
+    "use_semantic", "rq_use_ema", "rq_kmeans_init", "rq_restart_unused", "rq_end_to_end_restarts",
+    "rq_unique_last_level", "rq_rec_codeword_grad", "train_whole_sequence",
     "attend_padding", "attention_output_dropout", "train_exclude_cold_items", "sampled_eval_from_full_sort",
     "strict_properties", "drop_malformed_rows", "use_user_token",
 )

@@ -193,6 +193,7 @@ def record_epochs(trainer):
     validation, its score, full result, epoch and finishing time (seconds since the first
     epoch started). Returns the dict of lists it fills."""
     log = {"train_epoch_seconds": [], "train_losses": {}, "codebook_activation": [],
+           "codebook_natural_activation": [], "restarted_codewords": [],
            "valid_scores": [], "valid_results": [], "valid_epochs": [], "valid_done_seconds": []}
     train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
     started = []
@@ -207,6 +208,9 @@ def record_epochs(trainer):
         history = getattr(trainer, "codebook_history", None)
         if history and len(history) > len(log["codebook_activation"]):
             log["codebook_activation"].append(list(history[-1]["activation"]))
+            if "natural_activation" in history[-1]:  # rq_end_to_end_restarts: health before re-seeding
+                log["codebook_natural_activation"].append(list(history[-1]["natural_activation"]))
+                log["restarted_codewords"].append(history[-1]["restarted"])
         return result
 
     def scored_valid_epoch(*args, **kwargs):
@@ -312,6 +316,8 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, npr
         "train_epoch_seconds": epoch_log["train_epoch_seconds"],
         "train_losses": epoch_log["train_losses"],
         "codebook_activation": epoch_log["codebook_activation"],
+        "codebook_natural_activation": epoch_log["codebook_natural_activation"],
+        "restarted_codewords": epoch_log["restarted_codewords"],
         "parameter_counts": item_parameter_counts(model),
         "peak_memory_mib": peak_memory_mib(),
         "peak_gpu_memory_mib": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,

@@ -29,10 +29,14 @@ def training_panels(result):
     if losses:
         panels.append(("training losses", "loss (sum over batches)",
                        {name: (list(range(len(values))), values) for name, values in losses.items()}))
-    activation = result.get("codebook_activation") or []
+    # with rq_end_to_end_restarts the codes in use were assigned right after re-seeding: draw
+    # the tokenizer's own assignment before it instead
+    natural = result.get("codebook_natural_activation") or []
+    activation = natural or result.get("codebook_activation") or []
     if activation:
         epochs = list(range(len(activation)))
-        panels.append(("codebook activation", "share of codewords used",
+        title = "codebook activation, before re-seeding" if natural else "codebook activation"
+        panels.append((title, "share of codewords used",
                        {f"level {level + 1}": (epochs, [row[level] for row in activation])
                         for level in range(len(activation[0]))}))
     return panels

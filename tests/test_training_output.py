@@ -160,3 +160,16 @@ def test_no_grad_scaler_future_warning_from_training(cli_runs):
     for model in ("SASRec", "UnifiedSASRec"):
         _, _, _, caught = cli_runs(model)
         assert [w for w in caught if "GradScaler" in str(w.message)] == []
+
+
+def test_activation_panel_draws_health_before_reseeding_when_a_run_reseeded():
+    from recbole_usr.training_plot import training_panels
+
+    plain = {"codebook_activation": [[1.0, 0.5], [1.0, 0.25]]}
+    reseeded = {**plain, "codebook_activation": [[1.0, 1.0], [1.0, 1.0]],
+                "codebook_natural_activation": [[1.0, 0.5], [0.9, 0.25]]}
+    (title, _, lines), = training_panels(plain)
+    assert title == "codebook activation" and lines["level 2"] == ([0, 1], [0.5, 0.25])
+    (title, _, lines), = training_panels(reseeded)
+    assert title == "codebook activation, before re-seeding"
+    assert lines["level 1"] == ([0, 1], [1.0, 0.9]) and lines["level 2"] == ([0, 1], [0.5, 0.25])

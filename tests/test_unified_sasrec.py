@@ -233,3 +233,54 @@ def test_a_checkpoint_without_saved_codes_still_loads(shared_encoder, tiny_datas
     representation = model.item_repr
     assert torch.equal(representation.codes[1:], representation.tokenizer.encode(representation.text_embeddings[1:]))
     assert any("predates saved semantic IDs" in record.getMessage() for record in caplog.records)
+
+
+def far_codeword(level, index):
+    """Move one Euclidean codeword far from every residual: no item selects it any more."""
+    with torch.no_grad():
+        level.codebook[index] = 1e4
+
+
+@pytest.mark.parametrize("restarts", [False, True])
+def test_end_to_end_restarts_reseed_dead_codewords_and_report_health_before_reseeding(shared_encoder, tiny_dataset,
+                                                                                      restarts):
+    _, model, *_ = build(tiny_dataset, rq_end_to_end_restarts=restarts)
+    representation = model.item_repr
+    tokenizer = representation.tokenizer
+    last = tokenizer.levels[-1]  # Euclidean: a far codeword is never the nearest
+    far_codeword(last, 0)
+    representation.refresh_codes()
+    if restarts:
+        assert representation.restarted >= 1
+        assert float(last.codebook[0].detach().abs().max()) < 1e3  # re-seeded from a real residual
+        assert 0 in representation.codes[1:, -1].tolist()  # and some item uses it again
+    else:
+        assert representation.restarted is None
+        assert float(last.codebook[0].detach().abs().max()) == 1e4
+        assert 0 not in representation.codes[1:, -1].tolist()
+
+    far_codeword(last, 0)  # the codeword drifts away again during the epoch
+    stats = representation.epoch_statistics()
+    in_use = set(representation.codes[1:, -1].tolist())
+    assert stats["activation"][-1] == len(in_use) / tokenizer.codebook_size  # the codes the epoch trained with
+    if restarts:
+        fresh = set(tokenizer.encode(representation.text_embeddings[1:])[:, -1].tolist())
+        assert 0 in in_use and 0 not in fresh
+        # health as the tokenizer assigns now, not as the re-seeding left it
+        assert stats["natural_activation"][-1] == len(fresh) / tokenizer.codebook_size
+    else:
+        assert "natural_activation" not in stats
+
+
+def test_end_to_end_restarts_need_end_to_end_training(shared_encoder, tiny_dataset):
+    with pytest.raises(ValueError, match="rq_end_to_end_restarts"):
+        build(tiny_dataset, rq_end_to_end_restarts=True, rq_train_mode="two_stage")
+
+
+def test_a_run_with_end_to_end_restarts_records_health_before_reseeding(shared_encoder, tiny_dataset, tmp_path):
+    result = run("UnifiedSASRec", tiny_dataset.name, config_file_list=[str(tiny_dataset.yaml_path)],
+                 config_dict=tiny_dataset.config_dict(**{**SMALL_UNIFIED, "epochs": 2}, rq_end_to_end_restarts=True,
+                                                      checkpoint_dir=str(tmp_path)))
+    assert len(result["codebook_natural_activation"]) == len(result["codebook_activation"]) == 2
+    assert len(result["restarted_codewords"]) == 2 and all(n >= 0 for n in result["restarted_codewords"])
+    assert all(0 < a <= 1 for row in result["codebook_natural_activation"] for a in row)

@@ -11,6 +11,13 @@ Codes per epoch: each item's codes are re-assigned once, at the start of every t
 epoch (:meth:`UnifiedItemEmbedding.refresh_codes`, called by the trainer), and kept through
 that epoch's evaluation: the checkpoint chosen after epoch e is scored with the codes it
 trained with in epoch e. They are a buffer, so the checkpoint carries them.
+
+End-to-end training lets codewords drift away from every item (on Amazon Beauty the last
+level fell from 99% to 27% of its codewords in use over 45 epochs). With
+``rq_end_to_end_restarts`` each refresh first re-seeds the codewords no training item
+selects, as pre-training does between its epochs; the codebook health it reports is then the
+tokenizer's own assignment at the end of each epoch, before any re-seeding
+(``natural_activation``), never the codes straight after a restart.
 """
 
 from logging import getLogger
@@ -40,6 +47,10 @@ class UnifiedItemEmbedding(nn.Module):
         self.recon_loss_weight = config_value(config, "recon_loss_weight", 1.0)
         self.rec_grad_scale = config_value(config, "rq_rec_grad_scale", 0.0)
         self.rec_codeword_grad = bool(config_value(config, "rq_rec_codeword_grad", True))
+        self.end_to_end_restarts = bool(config_value(config, "rq_end_to_end_restarts", False))
+        if self.end_to_end_restarts and self.train_mode != "end_to_end":
+            raise ValueError("rq_end_to_end_restarts: True needs rq_train_mode: end_to_end (a two_stage tokenizer "
+                             "is frozen: its codes are never refreshed).")
 
         # Optional linear map of concat(ID, semantic) to a wider vector, so a narrow unified
         # item (e.g. 32 + 64) can feed a wide backbone (256) without a 248-d semantic latent.
@@ -63,6 +74,7 @@ class UnifiedItemEmbedding(nn.Module):
             self.tokenizer.requires_grad_(False)
         self.register_buffer("codes", artifact.codes.clone())  # row 0 padding; the codes in use
         self.code_churn = None  # share of items whose codes changed at the last refresh
+        self.restarted = None  # codewords re-seeded at the last refresh (rq_end_to_end_restarts)
         # the auxiliary losses forward() returns in training, in order (names for the log)
         self.loss_names = ("rq_loss", "recon_loss") if self.train_mode == "end_to_end" else ()
         self.register_load_state_dict_post_hook(UnifiedItemEmbedding._codes_of_older_checkpoints)
@@ -86,7 +98,10 @@ class UnifiedItemEmbedding(nn.Module):
     @torch.no_grad()
     def refresh_codes(self):
         """Re-assign every item's codes from the current tokenizer (start of a training
-        epoch); returns the share of items whose codes changed."""
+        epoch), after re-seeding unused codewords from the training items' residuals with
+        ``rq_end_to_end_restarts``; returns the share of items whose codes changed."""
+        if self.end_to_end_restarts:
+            self.restarted = self.tokenizer.restart_unused_codes(self.text_embeddings[1:][self.fit_mask])
         codes = self.tokenizer.encode(self.text_embeddings[1:], first=self.fit_mask)
         changed = (codes != self.codes[1:]).any(dim=1)
         self.codes[1:] = codes
@@ -154,4 +169,11 @@ class UnifiedItemEmbedding(nn.Module):
         stats = self.tokenizer.codebook_stats(self.item_codes())
         if self.code_churn is not None:
             stats["code_churn"] = self.code_churn
+        if self.restarted is not None:  # the codes in use were assigned right after re-seeding
+            with torch.no_grad():
+                natural = self.tokenizer.encode(self.text_embeddings[1:], first=self.fit_mask)
+            natural_stats = self.tokenizer.codebook_stats(natural)
+            stats["natural_activation"] = natural_stats["activation"]
+            stats["natural_unique_coverage"] = natural_stats["unique_coverage"]
+            stats["restarted"] = self.restarted
         return stats
