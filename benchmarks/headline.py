@@ -74,6 +74,14 @@ def summarise_rows(rows):
     return table
 
 
+def cell(row, key):
+    """``mean ± sd``; a single run has no spread to show."""
+    mean, sd = row[key]
+    if len(row["seeds"]) > 1 or mean is None:
+        return fmt((mean, sd))
+    return f"{mean:.4f}"
+
+
 def write_markdown(path, dataset, table, info):
     columns = [(p, m) for p in PROTOCOLS for m in METRICS[::-1]]  # R@10 then N@10, kept then removed
     header = ["row", "seeds (failed)"] + [f"{'R' if m == 'recall@10' else 'N'}@10 {PROTOCOLS[p]}" for p, m in columns]
@@ -82,7 +90,7 @@ def write_markdown(path, dataset, table, info):
     for row in table:
         budget = " ‡" if row["stopped_by_time_budget"] else ""
         cells = [row["value"], f"{','.join(map(str, row['seeds'])) or 'none'} ({len(row['failed'])})"]
-        cells += [fmt(row[f"{p}/{m}"]) for p, m in columns]
+        cells += [cell(row, f"{p}/{m}") for p, m in columns]
         cells += ["–" if row["item_table"] is None else f"{row['item_table']:,}",
                   ", ".join(map(str, row["best_epochs"])) + budget,
                   "–" if row["seconds_to_best_valid"] is None else f"{row['seconds_to_best_valid']:,.0f}",

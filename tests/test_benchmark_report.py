@@ -99,6 +99,7 @@ def test_headline_rows_average_their_files_and_change_against_the_first(tmp_path
     text = path.read_text()
     assert "| new vs base | | +0.0% | +50.0% | +0.0% | -10.0% |" in text
     assert "0.0300 ± 0.0141" in text and "`base-s1.json`" in text
+    assert "| new | 1 (0) | 0.1000 | 0.0450 | 0.2000 | 0.0450 |" in text  # one run: no spread shown
 
 
 def test_headline_refuses_mixed_machines_and_rows_without_files(tmp_path, monkeypatch):
