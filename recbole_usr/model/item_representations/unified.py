@@ -87,7 +87,7 @@ class UnifiedItemEmbedding(nn.Module):
         if missing:
             getLogger().warning("This checkpoint predates saved semantic IDs: its codes are re-assigned from its "
                                 "tokenizer, as that version did at evaluation time.")
-            module.codes[1:] = module.tokenizer.encode(module.text_embeddings[1:], first=module.fit_mask)
+            module.codes[1:] = module.current_codes()
             for key in missing:
                 incompatible_keys.missing_keys.remove(key)
 
@@ -96,13 +96,19 @@ class UnifiedItemEmbedding(nn.Module):
         return cls(config, dataset)
 
     @torch.no_grad()
+    def current_codes(self):
+        """``[n_items - 1, L]``: every item's codes as the tokenizer assigns them now (training
+        items matched first by a unique last level); nothing is stored."""
+        return self.tokenizer.encode(self.text_embeddings[1:], first=self.fit_mask)
+
+    @torch.no_grad()
     def refresh_codes(self):
         """Re-assign every item's codes from the current tokenizer (start of a training
         epoch), after re-seeding unused codewords from the training items' residuals with
         ``rq_end_to_end_restarts``; returns the share of items whose codes changed."""
         if self.end_to_end_restarts:
             self.restarted = self.tokenizer.restart_unused_codes(self.text_embeddings[1:][self.fit_mask])
-        codes = self.tokenizer.encode(self.text_embeddings[1:], first=self.fit_mask)
+        codes = self.current_codes()
         changed = (codes != self.codes[1:]).any(dim=1)
         self.codes[1:] = codes
         self.code_churn = float(changed.float().mean()) if len(changed) else 0.0
@@ -170,9 +176,7 @@ class UnifiedItemEmbedding(nn.Module):
         if self.code_churn is not None:
             stats["code_churn"] = self.code_churn
         if self.restarted is not None:  # the codes in use were assigned right after re-seeding
-            with torch.no_grad():
-                natural = self.tokenizer.encode(self.text_embeddings[1:], first=self.fit_mask)
-            natural_stats = self.tokenizer.codebook_stats(natural)
+            natural_stats = self.tokenizer.codebook_stats(self.current_codes())
             stats["natural_activation"] = natural_stats["activation"]
             stats["natural_unique_coverage"] = natural_stats["unique_coverage"]
             stats["restarted"] = self.restarted
