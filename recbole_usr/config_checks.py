@@ -103,7 +103,8 @@ def distance_errors(config):
         resolve_distances(spec, levels)
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         return [
-            f"'rq_distances' must be hybrid, cosine, euclidean or a list of {levels} of cosine / euclidean "
+            f"'rq_distances' must be hybrid, cosine, euclidean, learned or a list of {levels} of "
+            "cosine / euclidean / learned "
             f"(one per level, rq_levels={levels}), got {describe(spec)}: {error}"
         ]
     return []

@@ -193,7 +193,7 @@ def record_epochs(trainer):
     validation, its score, full result, epoch and finishing time (seconds since the first
     epoch started). Returns the dict of lists it fills."""
     log = {"train_epoch_seconds": [], "train_losses": {}, "codebook_activation": [],
-           "codebook_natural_activation": [], "restarted_codewords": [],
+           "codebook_natural_activation": [], "restarted_codewords": [], "codebook_cosine_weight": [],
            "valid_scores": [], "valid_results": [], "valid_epochs": [], "valid_done_seconds": []}
     train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
     started = []
@@ -211,6 +211,8 @@ def record_epochs(trainer):
             if "natural_activation" in history[-1]:  # rq_end_to_end_restarts: health before re-seeding
                 log["codebook_natural_activation"].append(list(history[-1]["natural_activation"]))
                 log["restarted_codewords"].append(history[-1]["restarted"])
+            if "cosine_weight" in history[-1]:  # rq_distances: learned
+                log["codebook_cosine_weight"].append(list(history[-1]["cosine_weight"]))
         return result
 
     def scored_valid_epoch(*args, **kwargs):
@@ -318,6 +320,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, npr
         "codebook_activation": epoch_log["codebook_activation"],
         "codebook_natural_activation": epoch_log["codebook_natural_activation"],
         "restarted_codewords": epoch_log["restarted_codewords"],
+        "codebook_cosine_weight": epoch_log["codebook_cosine_weight"],
         "parameter_counts": item_parameter_counts(model),
         "peak_memory_mib": peak_memory_mib(),
         "peak_gpu_memory_mib": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,

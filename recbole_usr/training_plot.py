@@ -2,7 +2,7 @@
 
 One panel each: validation NDCG@10 per epoch, the training losses per epoch (by the
 model's loss names), and, for models with codebook statistics, each level's codebook
-activation per epoch; all read from :func:`recbole_usr.quick_start.run`'s result dict, so
+activation per epoch (and its learned cosine weight with ``rq_distances: learned``); all read from :func:`recbole_usr.quick_start.run`'s result dict, so
 a results JSON can be plotted again later. Matplotlib's Agg canvas is used directly: the
 process's pyplot backend is left as it is.
 """
@@ -39,6 +39,12 @@ def training_panels(result):
         panels.append((title, "share of codewords used",
                        {f"level {level + 1}": (epochs, [row[level] for row in activation])
                         for level in range(len(activation[0]))}))
+    cosine_weight = result.get("codebook_cosine_weight") or []  # rq_distances: learned
+    if cosine_weight:
+        epochs = list(range(len(cosine_weight)))
+        panels.append(("learned lookup mix", "cosine weight (1 cosine, 0 Euclidean)",
+                       {f"level {level + 1}": (epochs, [row[level] for row in cosine_weight])
+                        for level in range(len(cosine_weight[0]))}))
     return panels
 
 

@@ -173,3 +173,13 @@ def test_activation_panel_draws_health_before_reseeding_when_a_run_reseeded():
     (title, _, lines), = training_panels(reseeded)
     assert title == "codebook activation, before re-seeding"
     assert lines["level 1"] == ([0, 1], [1.0, 0.9]) and lines["level 2"] == ([0, 1], [0.5, 0.25])
+
+
+def test_learned_lookup_mix_gets_its_own_panel_per_level():
+    from recbole_usr.training_plot import training_panels
+
+    result = {"codebook_activation": [[1.0, 1.0], [1.0, 0.9]], "codebook_cosine_weight": [[0.5, 0.5], [0.6, 0.3]]}
+    (activation_title, *_), (title, _, lines) = training_panels(result)
+    assert activation_title == "codebook activation" and title == "learned lookup mix"
+    assert lines == {"level 1": ([0, 1], [0.5, 0.6]), "level 2": ([0, 1], [0.5, 0.3])}
+    assert len(training_panels({**result, "codebook_cosine_weight": []})) == 1

@@ -284,3 +284,20 @@ def test_a_run_with_end_to_end_restarts_records_health_before_reseeding(shared_e
     assert len(result["codebook_natural_activation"]) == len(result["codebook_activation"]) == 2
     assert len(result["restarted_codewords"]) == 2 and all(n >= 0 for n in result["restarted_codewords"])
     assert all(0 < a <= 1 for row in result["codebook_natural_activation"] for a in row)
+
+
+def test_a_run_with_learned_distances_records_the_cosine_weights_as_they_keep_training(shared_encoder, tiny_dataset,
+                                                                                        tmp_path):
+    result = run("UnifiedSASRec", tiny_dataset.name, config_file_list=[str(tiny_dataset.yaml_path)],
+                 config_dict=tiny_dataset.config_dict(**{**SMALL_UNIFIED, "epochs": 2, "rq_distances": "learned"},
+                                                      checkpoint_dir=str(tmp_path)))
+    weights = result["codebook_cosine_weight"]
+    assert len(weights) == 2 and all(len(row) == len(result["codebook_activation"][0]) for row in weights)
+    assert all(0 < w < 1 for row in weights for w in row)
+    assert weights[0] != weights[1]  # the mix keeps training with the recommendation model
+
+
+def test_a_run_with_fixed_distances_records_no_cosine_weights(shared_encoder, tiny_dataset, tmp_path):
+    result = run("UnifiedSASRec", tiny_dataset.name, config_file_list=[str(tiny_dataset.yaml_path)],
+                 config_dict=tiny_dataset.config_dict(**{**SMALL_UNIFIED, "epochs": 1}, checkpoint_dir=str(tmp_path)))
+    assert result["codebook_cosine_weight"] == []

@@ -171,8 +171,12 @@ class UnifiedItemEmbedding(nn.Module):
 
     def epoch_statistics(self):
         """Codebook health of the codes this epoch trained with (not re-encoded, never
-        straight after a restart), and the epoch's code churn."""
+        straight after a restart), the epoch's code churn and, with ``rq_distances:
+        learned``, each level's learned cosine weight (it keeps training end to end)."""
         stats = self.tokenizer.codebook_stats(self.item_codes())
+        cosine_weight = self.tokenizer.cosine_weights()
+        if cosine_weight is not None:
+            stats["cosine_weight"] = cosine_weight
         if self.code_churn is not None:
             stats["code_churn"] = self.code_churn
         if self.restarted is not None:  # the codes in use were assigned right after re-seeding
