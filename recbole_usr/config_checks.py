@@ -32,7 +32,7 @@ NON_NEGATIVE_FLOATS = ("rq_beta", "rq_loss_weight", "recon_loss_weight", "rq_rec
 UNIT_INTERVAL = ("hidden_dropout_prob", "attn_dropout_prob", "item_emb_dropout_prob", "rq_dropout", "cold_item_ratio")  # [0, 1)
 BOOLS = (
     "use_semantic", "rq_use_ema", "rq_kmeans_init", "rq_restart_unused", "rq_end_to_end_restarts",
-    "rq_unique_last_level", "rq_rec_codeword_grad", "train_whole_sequence",
+    "rq_unique_last_level", "train_whole_sequence",
     "attend_padding", "attention_output_dropout", "train_exclude_cold_items", "sampled_eval_from_full_sort",
     "strict_properties", "drop_malformed_rows", "use_user_token",
 )
@@ -84,6 +84,9 @@ def value_errors(config):
     check(["adam_betas"], lambda v: isinstance(v, (list, tuple)) and len(v) == 2
           and all(is_number(b) and 0 <= b < 1 for b in v), "two numbers in [0, 1), e.g. [0.9, 0.98]")
     check(BOOLS, lambda v: isinstance(v, bool), "True or False")
+    check(["rq_rec_codeword_grad"], lambda v: isinstance(v, bool) or (
+        isinstance(v, list) and v and all(isinstance(b, bool) for b in v)),
+        "True, False or one of them per level, e.g. [True, True, False]")
     for key, accepted in CHOICES.items():
         check([key], lambda v, accepted=accepted: v in accepted, f"one of {list(accepted)}")
     check(["topk"], lambda v: (is_int(v) and v > 0) or (isinstance(v, list) and v and all(is_int(k) and k > 0 for k in v)),

@@ -323,6 +323,8 @@ def test_malformed_item_row_is_an_error(tiny_dataset):
         ("--hidden_dropout_prob=1.5", "'hidden_dropout_prob' must be a number in \\[0, 1\\)"),
         ("--use_semantic=yes", "'use_semantic' must be True or False"),
         ("--rq_unique_last_level=1.5", "'rq_unique_last_level' must be True or False"),
+        ("--rq_rec_codeword_grad=[True, 0, False]", "'rq_rec_codeword_grad' must be True, False or one of them per level"),
+        ("--rq_rec_codeword_grad=[]", "'rq_rec_codeword_grad' must be True, False or one of them per level"),
         ("--rq_kmeans_points_per_centroid=-5", "'rq_kmeans_points_per_centroid' must be an integer >= 0"),
         ("--item_repr=ngrams", "'item_repr' must be one of"),
     ],

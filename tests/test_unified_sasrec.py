@@ -224,6 +224,21 @@ def test_recommendation_gradient_reaches_what_properties_say(shared_encoder, tin
     assert (codeword_grad_norm > 0) == codeword_grad
 
 
+def test_codeword_gradient_reaches_only_the_levels_named(shared_encoder, tiny_dataset):
+    _, model, train_data, *_ = build(tiny_dataset, rq_rec_codeword_grad=[True, False])
+    model.train()
+    model.zero_grad(set_to_none=True)
+    model.calculate_loss(next(iter(train_data)))[0].backward()
+    first, last = model.item_repr.tokenizer.levels
+    assert float(first.codebook.grad.abs().sum()) > 0
+    assert last.codebook.grad is None or float(last.codebook.grad.abs().sum()) == 0
+
+
+def test_codeword_gradient_list_must_name_every_level(shared_encoder, tiny_dataset):
+    with pytest.raises(ValueError, match=r"rq_rec_codeword_grad: True, False or one per level \(2\)"):
+        build(tiny_dataset, rq_rec_codeword_grad=[True, True, False])
+
+
 def test_a_checkpoint_without_saved_codes_still_loads(shared_encoder, tiny_dataset, caplog):
     _, model, *_ = build(tiny_dataset)
     state = model.state_dict()

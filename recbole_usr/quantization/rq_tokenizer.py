@@ -369,9 +369,13 @@ class RQTokenizer(nn.Module):
         return [float(level.distance.weight().detach()) if level.learns_mix else float(level.distance.name == "cosine")
                 for level in self.levels]
 
-    def embed_codes(self, codes):
-        """The quantised vector [N, semantic_dim] that ``codes`` [N, L] stand for (sum of used codewords)."""
-        return sum(level.codewords()[codes[:, i]] for i, level in enumerate(self.levels))
+    def embed_codes(self, codes, grad_levels=None):
+        """The quantised vector [N, semantic_dim] that ``codes`` [N, L] stand for (sum of used
+        codewords). ``grad_levels`` (one bool per level) detaches the levels marked False, so a
+        loss on the vector trains only the others' codewords."""
+        grad_levels = grad_levels or [True] * len(self.levels)
+        return sum((level.codewords() if grad else level.codewords().detach())[codes[:, i]]
+                   for i, (level, grad) in enumerate(zip(self.levels, grad_levels)))
 
     def codebook_stats(self, codes):
         return codebook_statistics(codes, self.codebook_size)

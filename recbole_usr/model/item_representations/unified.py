@@ -46,7 +46,7 @@ class UnifiedItemEmbedding(nn.Module):
         self.rq_loss_weight = config_value(config, "rq_loss_weight", 1.0)
         self.recon_loss_weight = config_value(config, "recon_loss_weight", 1.0)
         self.rec_grad_scale = config_value(config, "rq_rec_grad_scale", 0.0)
-        self.rec_codeword_grad = bool(config_value(config, "rq_rec_codeword_grad", True))
+        codeword_grad = config_value(config, "rq_rec_codeword_grad", True)  # True / False, or one per level
         self.end_to_end_restarts = bool(config_value(config, "rq_end_to_end_restarts", False))
         if self.end_to_end_restarts and self.train_mode != "end_to_end":
             raise ValueError("rq_end_to_end_restarts: True needs rq_train_mode: end_to_end (a two_stage tokenizer "
@@ -69,6 +69,10 @@ class UnifiedItemEmbedding(nn.Module):
         self.register_buffer("text_embeddings", text, persistent=False)
         artifact = semantic_ids_for(config, dataset)
         self.tokenizer = artifact.tokenizer(in_dim=text.shape[1])
+        levels = len(self.tokenizer.levels)
+        self.rec_codeword_grad = [codeword_grad] * levels if isinstance(codeword_grad, bool) else list(codeword_grad)
+        if len(self.rec_codeword_grad) != levels:
+            raise ValueError(f"rq_rec_codeword_grad: True, False or one per level ({levels}), got {codeword_grad!r}.")
         self.fit_mask = fit_mask(text.shape[0], artifact.fit_items)  # matched first by a unique last level
         if self.train_mode == "two_stage":
             self.tokenizer.requires_grad_(False)
@@ -120,11 +124,11 @@ class UnifiedItemEmbedding(nn.Module):
 
     def semantic_table(self):
         """Quantised vectors ``[n_items, semantic_dim]`` (row 0 zeros): the sum of each item's
-        current codewords. In end-to-end training with ``rq_rec_codeword_grad`` the
-        recommendation gradient reaches the codewords through it."""
-        train_codewords = self.training and self.train_mode == "end_to_end" and self.rec_codeword_grad
+        current codewords. In end-to-end training the recommendation gradient reaches the
+        codewords of the levels ``rq_rec_codeword_grad`` names through it."""
+        train_codewords = self.training and self.train_mode == "end_to_end" and any(self.rec_codeword_grad)
         with torch.set_grad_enabled(train_codewords and torch.is_grad_enabled()):
-            vectors = self.tokenizer.embed_codes(self.item_codes())
+            vectors = self.tokenizer.embed_codes(self.item_codes(), grad_levels=self.rec_codeword_grad)
         return torch.cat([vectors.new_zeros(1, self.semantic_dim), vectors])
 
     def forward(self, batch_items=None):
