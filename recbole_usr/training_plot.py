@@ -2,8 +2,9 @@
 
 One panel each: validation NDCG@10 per epoch, the training losses per epoch (by the
 model's loss names), and, for models with codebook statistics, each level's codebook
-activation per epoch (and its learned cosine weight with ``rq_distances: learned``); all read from :func:`recbole_usr.quick_start.run`'s result dict, so
-a results JSON can be plotted again later. Matplotlib's Agg canvas is used directly: the
+activation per epoch (and its learned cosine weight with ``rq_distances: learned``); all
+read from :func:`recbole_usr.quick_start.run`'s result dict, so a results JSON can be
+plotted again later. Matplotlib's Agg canvas is used directly: the
 process's pyplot backend is left as it is.
 """
 
