@@ -4,7 +4,7 @@ the first, the published reference, and a bar chart.
 
     python -m benchmarks.headline --dataset Amazon_Beauty --out benchmarks/results/headline-amazon-beauty-cpu \\
         --row "id_ss=recipe-amazon-beauty-id-ss-item-emb-dropout-prob-0-2-s202?-fedc27ef.json" \\
-        --row "unified_ss=recipe-amazon-beauty-unified-ss-s2020-2cfcfa1d.json,recipe-amazon-beauty-unified-ss-s2021-9cc49877.json"
+        --row "unified_ss=recipe-amazon-beauty-unified-ss-s2020-2cfcfa1d.json,recipe-amazon-beauty-unified-ss-s2021-9cc49877.json,recipe-amazon-beauty-unified-ss-s2022-9cc49877.json"
 
 Each ``--row NAME=GLOB[,GLOB...]`` names the result files (under benchmarks/results/) that make a row,
 so which runs stand behind a headline is written in its command. Rows must share the

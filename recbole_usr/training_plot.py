@@ -4,8 +4,8 @@ One panel each: validation NDCG@10 per epoch, the training losses per epoch (by 
 model's loss names), and, for models with codebook statistics, each level's codebook
 activation per epoch (and its learned cosine weight with ``rq_distances: learned``); all
 read from :func:`recbole_usr.quick_start.run`'s result dict, so a results JSON can be
-plotted again later. Matplotlib's Agg canvas is used directly: the
-process's pyplot backend is left as it is.
+plotted again later. Matplotlib's Agg canvas is used directly: the process's pyplot
+backend is left as it is.
 """
 
 import os
@@ -15,6 +15,12 @@ from recbole_usr.cache_files import atomic_output
 
 def plot_path(results_file):
     return os.path.splitext(results_file)[0] + ".png"
+
+
+def per_level_lines(rows):
+    """``{"level i": (epochs, values)}`` from one row of per-level values per epoch."""
+    epochs = list(range(len(rows)))
+    return {f"level {level + 1}": (epochs, [row[level] for row in rows]) for level in range(len(rows[0]))}
 
 
 def training_panels(result):
@@ -35,17 +41,11 @@ def training_panels(result):
     natural = result.get("codebook_natural_activation") or []
     activation = natural or result.get("codebook_activation") or []
     if activation:
-        epochs = list(range(len(activation)))
         title = "codebook activation, before re-seeding" if natural else "codebook activation"
-        panels.append((title, "share of codewords used",
-                       {f"level {level + 1}": (epochs, [row[level] for row in activation])
-                        for level in range(len(activation[0]))}))
+        panels.append((title, "share of codewords used", per_level_lines(activation)))
     cosine_weight = result.get("codebook_cosine_weight") or []  # rq_distances: learned
     if cosine_weight:
-        epochs = list(range(len(cosine_weight)))
-        panels.append(("learned lookup mix", "cosine weight (1 cosine, 0 Euclidean)",
-                       {f"level {level + 1}": (epochs, [row[level] for row in cosine_weight])
-                        for level in range(len(cosine_weight[0]))}))
+        panels.append(("learned lookup mix", "cosine weight (1 cosine, 0 Euclidean)", per_level_lines(cosine_weight)))
     return panels
 
 
