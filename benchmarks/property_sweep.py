@@ -13,10 +13,13 @@ unified-vs-ID question on other domains).
 
 Every run is a recipe run of :mod:`benchmarks.recipes` (``<recipe>+<property>=<value>``, its own
 JSON under benchmarks/results/, kept in RESULTS.md's recipe table); ``--reuse`` skips runs whose
-JSON already exists. Writes ``<out>.json``, ``.md`` and ``.png`` (default
-``benchmarks/results/sweep-<recipe>-<property>``): NDCG@10 and Recall@10, seen items kept
-(RecBole's protocol) and removed (eSASRec's), against the value and the item table's size, with
-the command, code, seeds, threads and versions. Failed runs are listed, never averaged.
+JSON already exists; a value the recipe already sets is the recipe's own run (``unified_ss`` for
+``id_dim`` 8), so one setting has one file. Each best checkpoint is re-tested against 99 sampled
+negatives (``--reeval uni99``, as the recipe runner does). Writes ``<out>.json``, ``.md`` and
+``.png`` (default ``benchmarks/results/sweep-<recipe>-<property>``): NDCG@10 and Recall@10, seen
+items kept (RecBole's protocol) and removed (eSASRec's), and uni99 NDCG@10, against the value and
+the item table's size, with the command, code, seeds, threads and versions. Failed runs are
+listed, never averaged.
 """
 
 import argparse
@@ -27,11 +30,14 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from benchmarks.figures import finish_figure
-from benchmarks.recipes import parse_recipe, result_path, run_recipe
-from benchmarks.run import RESULTS_DIR, slug
+import yaml
+
+from benchmarks.recipes import RECIPE_DIR, parse_recipe, result_path, run_recipe
+from benchmarks.run import RESULTS_DIR, ROOT, slug
 
 PROTOCOLS = {"history_kept": "seen kept (RecBole)", "history_removed": "seen removed (eSASRec)"}
 METRICS = ("ndcg@10", "recall@10")
+SAMPLED = "uni99"  # the sampled protocol each best checkpoint is re-tested under (its NDCG@10)
 
 
 def mean_sd(values):
@@ -51,12 +57,27 @@ def summarise(records, value):
     for protocol in PROTOCOLS:
         for metric in METRICS:
             row[f"{protocol}/{metric}"] = mean_sd([r["test_result_by_protocol"][protocol][metric] for r in ok])
+    retested = [r["reevaluated"][SAMPLED] for r in ok if SAMPLED in (r.get("reevaluated") or {})]
+    row[f"{SAMPLED}/ndcg@10"] = mean_sd([t["test_result"]["ndcg@10"] for t in retested if t.get("returncode") == 0])
     return row
 
 
+def recipe_settings(recipe):
+    """The properties a recipe token sets: its yaml file, then the token's own overrides."""
+    name, overrides = parse_recipe(recipe)
+    with open(os.path.join(ROOT, RECIPE_DIR, f"{name}.yaml"), encoding="utf-8") as f:
+        settings = yaml.safe_load(f) or {}
+    return {**settings, **{key: yaml.safe_load(value) for key, value in overrides.items()}}
+
+
 def sweep_tokens(recipe, prop, values):
-    """Each value's recipe token: ``<recipe>+<prop>=<value>``, or the value itself for ``recipe``."""
-    return {value: value if prop == "recipe" else f"{recipe}+{prop}={value}" for value in values}
+    """Each value's recipe token: ``<recipe>+<prop>=<value>``, the recipe itself where it
+    already sets ``prop`` to that value, or the value itself for ``--property recipe``."""
+    if prop == "recipe":
+        return {value: value for value in values}
+    own = recipe_settings(recipe)
+    return {value: recipe if prop in own and own[prop] == yaml.safe_load(value) else f"{recipe}+{prop}={value}"
+            for value in values}
 
 
 def sweep_title(info):
@@ -71,14 +92,15 @@ def fmt(pair):
 
 
 def write_markdown(path, info, table):
-    header = ["dataset", info["property"], "item table"] + [f"{m} {PROTOCOLS[p]}" for p in PROTOCOLS for m in METRICS]
+    header = (["dataset", info["property"], "item table"] + [f"{m} {PROTOCOLS[p]}" for p in PROTOCOLS for m in METRICS]
+              + [f"ndcg@10 {SAMPLED}"])
     lines = ["| " + " | ".join(header + ["seeds", "failed"]) + " |", "|" + "---|" * (len(header) + 2)]
     for dataset, rows in table.items():
         for row in rows:
             budget = " ‡" if row["stopped_by_time_budget"] else ""
             cells = [dataset, f"{row['value']}{budget}",
                      "–" if row["item_table"] is None else f"{row['item_table']:,}"]
-            cells += [fmt(row[f"{p}/{m}"]) for p in PROTOCOLS for m in METRICS]
+            cells += [fmt(row[f"{p}/{m}"]) for p in PROTOCOLS for m in METRICS] + [fmt(row[f"{SAMPLED}/ndcg@10"])]
             cells += [",".join(map(str, row["seeds"])) or "–", ",".join(map(str, row["failed"])) or "–"]
             lines.append("| " + " | ".join(cells) + " |")
     text = [f"# {sweep_title(info)}", "",
@@ -96,16 +118,17 @@ def write_plot(path, info, table):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(table), len(METRICS), figsize=(5 * len(METRICS), 3.4 * len(table)), squeeze=False)
+    panels = [(metric, PROTOCOLS) for metric in METRICS] + [("ndcg@10", {SAMPLED: f"{SAMPLED} (sampled)"})]
+    fig, axes = plt.subplots(len(table), len(panels), figsize=(4.6 * len(panels), 3.4 * len(table)), squeeze=False)
     for row_axes, (dataset, rows) in zip(axes, table.items()):
         labels = [str(r["value"]) for r in rows]
-        for ax, metric in zip(row_axes, METRICS):
-            for i, (protocol, name) in enumerate(PROTOCOLS.items()):
+        for ax, (metric, protocols) in zip(row_axes, panels):
+            for i, (protocol, name) in enumerate(protocols.items()):
                 means = [r[f"{protocol}/{metric}"][0] for r in rows]
                 sds = [r[f"{protocol}/{metric}"][1] for r in rows]
                 xs = [j for j, m in enumerate(means) if m is not None]
                 ax.errorbar(xs, [means[j] for j in xs], yerr=[sds[j] for j in xs], marker="o", capsize=3,
-                            color=f"C{i}", label=name)
+                            color=f"C{i + 2 * (protocol == SAMPLED)}", label=name)
             ax.set_xticks(range(len(rows)))
             ax.set_xticklabels([f"{label}\n{r['item_table']:,}" if r["item_table"] else label
                                 for label, r in zip(labels, rows)], fontsize=7)
@@ -128,7 +151,7 @@ def main(argv=None):
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (OMP_NUM_THREADS)")
     parser.add_argument("--set", nargs="*", default=[], help="key=value properties for every run")
-    parser.add_argument("--reeval", nargs="*", default=[], help="re-test each best checkpoint under these modes")
+    parser.add_argument("--reeval", nargs="*", default=[SAMPLED], help="re-test each best checkpoint under these modes")
     parser.add_argument("--reuse", action="store_true", help="skip runs whose result JSON exists")
     parser.add_argument("--out", default=None, help="output path without extension")
     args = parser.parse_args(argv)

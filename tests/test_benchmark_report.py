@@ -63,12 +63,30 @@ def test_property_sweep_averages_successful_seeds_and_lists_failed_ones():
     assert abs(mean - 0.4) < 1e-12 and abs(sd - 0.1414213562) < 1e-9  # sample sd of 0.3 and 0.5
     assert abs(row["history_kept/ndcg@10"][0] - 0.15) < 1e-12
     assert row["item_table"] == 1234 and row["seconds_to_best_valid"] == 15.0
+    assert row["uni99/ndcg@10"] == (None, None)  # no run was re-tested
+
+
+def test_property_sweep_averages_the_uni99_retest_of_each_successful_run():
+    from benchmarks.property_sweep import summarise
+
+    def retested(seed, ndcg, returncode=0):
+        return dict(recipe_record(seed, "h", 0.1, 0.2), parameter_counts={"item_embedding": 1},
+                    reevaluated={"uni99": {"returncode": returncode, "test_result": {"ndcg@10": ndcg}}})
+
+    row = summarise([retested(1, 0.30), retested(2, 0.40), retested(3, 0.99, returncode=1),
+                     recipe_record(4, "h", 0.1, 0.2)], value=8)
+    mean, sd = row["uni99/ndcg@10"]
+    assert abs(mean - 0.35) < 1e-12 and abs(sd - 0.0707106781) < 1e-9  # the failed re-test is left out
 
 
 def test_property_sweep_tokens_vary_one_property_or_compare_whole_recipes():
     from benchmarks.property_sweep import sweep_tokens
 
     assert sweep_tokens("unified_ss", "id_dim", ["0", "16"]) == {"0": "unified_ss+id_dim=0", "16": "unified_ss+id_dim=16"}
+    # the value unified_ss.yaml already sets is the recipe's own run, not a second file of the same setting
+    assert sweep_tokens("unified_ss", "id_dim", ["8", "32"]) == {"8": "unified_ss", "32": "unified_ss+id_dim=32"}
+    assert sweep_tokens("unified_ss+id_dim=0", "id_dim", ["0"]) == {"0": "unified_ss+id_dim=0"}
+    assert sweep_tokens("unified_ss", "rq_unique_last_level", ["False"]) == {"False": "unified_ss+rq_unique_last_level=False"}
     assert sweep_tokens("unified_ss", "recipe", ["id_ss", "unified_ss+id_dim=16"]) == {
         "id_ss": "id_ss", "unified_ss+id_dim=16": "unified_ss+id_dim=16"}
 
