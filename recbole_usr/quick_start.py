@@ -194,7 +194,7 @@ def record_epochs(trainer):
     epoch started). Returns the dict of lists it fills."""
     log = {"train_epoch_seconds": [], "train_losses": {}, "codebook_activation": [],
            "codebook_natural_activation": [], "restarted_codewords": [], "codebook_cosine_weight": [],
-           "valid_scores": [], "valid_results": [], "valid_epochs": [], "valid_done_seconds": []}
+           "code_churn_by_level": [], "valid_scores": [], "valid_results": [], "valid_epochs": [], "valid_done_seconds": []}
     train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
     started = []
 
@@ -213,6 +213,8 @@ def record_epochs(trainer):
                 log["restarted_codewords"].append(history[-1]["restarted"])
             if "cosine_weight" in history[-1]:  # rq_distances: learned
                 log["codebook_cosine_weight"].append(list(history[-1]["cosine_weight"]))
+            if "code_churn_by_level" in history[-1]:  # end to end: codes re-assigned each epoch
+                log["code_churn_by_level"].append(list(history[-1]["code_churn_by_level"]))
         return result
 
     def scored_valid_epoch(*args, **kwargs):
@@ -328,6 +330,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, npr
         "torch_threads": torch.get_num_threads(),
         "warnings": semantic_id_warnings(config, model),
         "code_churn": list(getattr(trainer, "code_churn", [])),
+        "code_churn_by_level": epoch_log["code_churn_by_level"],
         "stopped_by_time_budget": bool(getattr(trainer, "stopped_by_time_budget", False)),
         # training rows each process iterates per epoch (RecBole shards them; the global batch stays train_batch_size)
         "train_rows_per_rank": gathered(len(train_data.sampler), config),

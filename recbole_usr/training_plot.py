@@ -2,7 +2,8 @@
 
 One panel each: validation NDCG@10 per epoch, the training losses per epoch (by the
 model's loss names), and, for models with codebook statistics, each level's codebook
-activation per epoch (and its learned cosine weight with ``rq_distances: learned``); all
+activation per epoch, its code churn (share of items whose code at that level changed) in
+end-to-end training, and its learned cosine weight with ``rq_distances: learned``; all
 read from :func:`recbole_usr.quick_start.run`'s result dict, so a results JSON can be
 plotted again later. Matplotlib's Agg canvas is used directly: the process's pyplot
 backend is left as it is.
@@ -43,6 +44,9 @@ def training_panels(result):
     if activation:
         title = "codebook activation, before re-seeding" if natural else "codebook activation"
         panels.append((title, "share of codewords used", per_level_lines(activation)))
+    churn = result.get("code_churn_by_level") or []  # end to end: codes re-assigned each epoch
+    if churn:
+        panels.append(("code churn", "share of items whose code changed", per_level_lines(churn)))
     cosine_weight = result.get("codebook_cosine_weight") or []  # rq_distances: learned
     if cosine_weight:
         panels.append(("learned lookup mix", "cosine weight (1 cosine, 0 Euclidean)", per_level_lines(cosine_weight)))

@@ -235,6 +235,23 @@ def test_evaluation_uses_the_codes_of_the_last_training_epoch(shared_encoder, ti
     assert trainer.codebook_history[-1]["code_churn"] == trainer.code_churn[-1]
 
 
+def test_code_churn_counts_each_level_the_refresh_changed(shared_encoder, tiny_dataset):
+    config, _, train_data, _, _ = prepare_tiny(tiny_dataset, "UnifiedSASRec", SMALL)
+    representation = UnifiedSASRec(config, train_data._dataset).item_repr
+    codes = representation.current_codes()
+    n_items, size = codes.shape[0], representation.tokenizer.codebook_size
+    stale = codes.clone()
+    stale[:4, 0] = (stale[:4, 0] + 1) % size  # 4 items differ at level 1 only
+    stale[2:7, -1] = (stale[2:7, -1] + 1) % size  # 5 at the last level, 2 of them also at level 1
+    representation.codes[1:] = stale
+    churn = representation.refresh_codes()
+    assert torch.equal(representation.codes[1:], codes)
+    assert churn == pytest.approx(7 / n_items)  # items 0-6 changed somewhere
+    expected = [4 / n_items] + [0.0] * (codes.shape[1] - 2) + [5 / n_items]
+    assert representation.code_churn_by_level == pytest.approx(expected)
+    assert representation.epoch_statistics()["code_churn_by_level"] == pytest.approx(expected)
+
+
 def test_serving_and_training_sizes_count_what_each_holds(distinct_text, tiny_dataset):
     config, _, train_data, _, _ = prepare_tiny(tiny_dataset, "UnifiedSASRec", SMALL)
     model = UnifiedSASRec(config, train_data._dataset)

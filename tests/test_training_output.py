@@ -103,7 +103,7 @@ def test_tiger_loss_is_logged_by_name(tiny_dataset, shared_encoder):
 
 
 @pytest.mark.parametrize("model, panels", [
-    ("UnifiedSASRec", ["validation NDCG@10", "training losses", "codebook activation"]),
+    ("UnifiedSASRec", ["validation NDCG@10", "training losses", "codebook activation", "code churn"]),
     ("SASRec", ["validation NDCG@10", "training losses"]),
 ])
 def test_png_beside_the_results_file(cli_runs, model, panels):
@@ -183,3 +183,12 @@ def test_learned_lookup_mix_gets_its_own_panel_per_level():
     assert activation_title == "codebook activation" and title == "learned lookup mix"
     assert lines == {"level 1": ([0, 1], [0.5, 0.6]), "level 2": ([0, 1], [0.5, 0.3])}
     assert len(training_panels({**result, "codebook_cosine_weight": []})) == 1
+
+
+def test_code_churn_gets_a_panel_per_level_after_activation():
+    from recbole_usr.training_plot import training_panels
+
+    result = {"codebook_activation": [[1.0, 1.0], [1.0, 0.9]], "code_churn_by_level": [[0.1, 0.9], [0.0, 0.8]]}
+    titles = [title for title, *_ in training_panels(result)]
+    assert titles == ["codebook activation", "code churn"]
+    assert training_panels(result)[1][2] == {"level 1": ([0, 1], [0.1, 0.0]), "level 2": ([0, 1], [0.9, 0.8])}

@@ -78,6 +78,7 @@ class UnifiedItemEmbedding(nn.Module):
             self.tokenizer.requires_grad_(False)
         self.register_buffer("codes", artifact.codes.clone())  # row 0 padding; the codes in use
         self.code_churn = None  # share of items whose codes changed at the last refresh
+        self.code_churn_by_level = None  # the same, level by level
         self.restarted = None  # codewords re-seeded at the last refresh (rq_end_to_end_restarts)
         # the auxiliary losses forward() returns in training, in order (names for the log)
         self.loss_names = ("rq_loss", "recon_loss") if self.train_mode == "end_to_end" else ()
@@ -109,13 +110,15 @@ class UnifiedItemEmbedding(nn.Module):
     def refresh_codes(self):
         """Re-assign every item's codes from the current tokenizer (start of a training
         epoch), after re-seeding unused codewords from the training items' residuals with
-        ``rq_end_to_end_restarts``; returns the share of items whose codes changed."""
+        ``rq_end_to_end_restarts``; returns the share of items whose codes changed (and keeps
+        it per level in ``code_churn_by_level``: which levels move)."""
         if self.end_to_end_restarts:
             self.restarted = self.tokenizer.restart_unused_codes(self.text_embeddings[1:][self.fit_mask])
         codes = self.current_codes()
-        changed = (codes != self.codes[1:]).any(dim=1)
+        changed = codes != self.codes[1:]
         self.codes[1:] = codes
-        self.code_churn = float(changed.float().mean()) if len(changed) else 0.0
+        self.code_churn = float(changed.any(dim=1).float().mean()) if len(changed) else 0.0
+        self.code_churn_by_level = changed.float().mean(dim=0).tolist() if len(changed) else [0.0] * codes.shape[1]
         return self.code_churn
 
     def item_codes(self):
@@ -183,6 +186,7 @@ class UnifiedItemEmbedding(nn.Module):
             stats["cosine_weight"] = cosine_weight
         if self.code_churn is not None:
             stats["code_churn"] = self.code_churn
+            stats["code_churn_by_level"] = self.code_churn_by_level
         if self.restarted is not None:  # the codes in use were assigned right after re-seeding
             natural_stats = self.tokenizer.codebook_stats(self.current_codes())
             stats["natural_activation"] = natural_stats["activation"]
