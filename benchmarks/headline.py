@@ -21,7 +21,7 @@ import re
 import sys
 
 from benchmarks.figures import finish_figure
-from benchmarks.property_sweep import METRICS, PROTOCOLS, fmt, summarise
+from benchmarks.property_sweep import METRICS, PROTOCOLS, cell, summarise
 from benchmarks.report import PUBLISHED_SEEN_REMOVED, code_label, threads_used, warnings_of
 from benchmarks.run import RESULTS_DIR, provenance, slug
 
@@ -72,14 +72,6 @@ def summarise_rows(rows):
         row["commands"] = sorted({re.sub(r"--seed=\d+", "--seed=<seed>", r.get("command", "")) for r in records})
         table.append(row)
     return table
-
-
-def cell(row, key):
-    """``mean ± sd``; a single run has no spread to show."""
-    mean, sd = row[key]
-    if len(row["seeds"]) > 1 or mean is None:
-        return fmt((mean, sd))
-    return f"{mean:.4f}"
 
 
 def write_markdown(path, dataset, table, info):

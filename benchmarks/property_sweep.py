@@ -91,6 +91,14 @@ def fmt(pair):
     return "–" if mean is None else f"{mean:.4f} ± {sd:.4f}"
 
 
+def cell(row, key):
+    """``mean ± sd``; a single run has no spread to show."""
+    mean, sd = row[key]
+    if len(row["seeds"]) > 1 or mean is None:
+        return fmt((mean, sd))
+    return f"{mean:.4f}"
+
+
 def write_markdown(path, info, table):
     header = (["dataset", info["property"], "item table"] + [f"{m} {PROTOCOLS[p]}" for p in PROTOCOLS for m in METRICS]
               + [f"ndcg@10 {SAMPLED}"])
@@ -100,7 +108,7 @@ def write_markdown(path, info, table):
             budget = " ‡" if row["stopped_by_time_budget"] else ""
             cells = [dataset, f"{row['value']}{budget}",
                      "–" if row["item_table"] is None else f"{row['item_table']:,}"]
-            cells += [fmt(row[f"{p}/{m}"]) for p in PROTOCOLS for m in METRICS] + [fmt(row[f"{SAMPLED}/ndcg@10"])]
+            cells += [cell(row, f"{p}/{m}") for p in PROTOCOLS for m in METRICS] + [cell(row, f"{SAMPLED}/ndcg@10")]
             cells += [",".join(map(str, row["seeds"])) or "–", ",".join(map(str, row["failed"])) or "–"]
             lines.append("| " + " | ".join(cells) + " |")
     text = [f"# {sweep_title(info)}", "",

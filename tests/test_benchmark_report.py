@@ -158,3 +158,17 @@ def test_item_repr_rows_average_seeds_per_slice_and_keep_empty_slices_empty():
     single = aggregate([run(1, 0.2, 0.1)])
     assert "recall@10_sd" not in single["slices"]["overall"]
     assert "| M | 10 | 0.2000 | 0.1000 |" in format_slice_table([("M", 10, single["slices"])], 10)
+
+
+def test_property_sweep_table_shows_spread_only_where_there_are_several_seeds(tmp_path):
+    from benchmarks.property_sweep import summarise, write_markdown
+
+    runs = {seed: dict(recipe_record(seed, "h", 0.1 * seed, 0.2), parameter_counts={"item_embedding": 1})
+            for seed in (1, 2)}
+    table = {"D": [summarise([runs[1]], "one"), summarise([runs[1], runs[2]], "two")]}
+    info = {"property": "p", "recipe": "r", "command": "c", "git_describe": "g", "threads": 1, "machine": "M",
+            "versions": "v"}
+    write_markdown(tmp_path / "t.md", info, table)
+    one, two = [line for line in (tmp_path / "t.md").read_text().splitlines() if line.startswith("| D |")]
+    assert "| 0.1000 |" in one and "±" not in one
+    assert "0.1500 ± 0.0707" in two
