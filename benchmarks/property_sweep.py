@@ -29,9 +29,9 @@ import statistics
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from benchmarks.figures import finish_figure
 import yaml
 
+from benchmarks.figures import finish_figure
 from benchmarks.recipes import RECIPE_DIR, parse_recipe, result_path, run_recipe
 from benchmarks.run import RESULTS_DIR, ROOT, slug
 
