@@ -58,6 +58,15 @@ def change(row, baseline, key):
     return f"{100 * (mine / theirs - 1):+.1f}%"
 
 
+def size_change(size, baseline):
+    """``90.7% smaller`` or ``2.0x larger``: an item table against the first row's."""
+    if not size or not baseline:
+        return ""
+    if size <= baseline:
+        return f"{100 * (1 - size / baseline):.1f}% smaller"
+    return f"{size / baseline:.1f}x larger"
+
+
 def summarise_rows(rows):
     """Per row: :func:`benchmarks.property_sweep.summarise` plus best epochs, peak memory, code."""
     table = []
@@ -91,11 +100,9 @@ def write_markdown(path, dataset, table, info):
         lines.append("| " + " | ".join(cells) + " |")
     baseline = table[0]
     for row in table[1:]:
-        smaller = ""
-        if row["item_table"] and baseline["item_table"]:
-            smaller = f"{100 * (1 - row['item_table'] / baseline['item_table']):.1f}% smaller"
         lines.append(f"| {row['value']} vs {baseline['value']} | | "
-                     + " | ".join(change(row, baseline, f"{p}/{m}") for p, m in columns) + f" | {smaller} | | | | |")
+                     + " | ".join(change(row, baseline, f"{p}/{m}") for p, m in columns)
+                     + f" | {size_change(row['item_table'], baseline['item_table'])} | | | | |")
     published = PUBLISHED_SEEN_REMOVED.get(dataset)
     if published:
         lines.append("| *eSASRec benchmark, SASRec + SS* | | | | "

@@ -172,3 +172,11 @@ def test_property_sweep_table_shows_spread_only_where_there_are_several_seeds(tm
     one, two = [line for line in (tmp_path / "t.md").read_text().splitlines() if line.startswith("| D |")]
     assert "| 0.1000 |" in one and "±" not in one
     assert "0.1500 ± 0.0707" in two
+
+
+def test_headline_item_table_change_says_smaller_or_larger():
+    from benchmarks.headline import size_change
+
+    assert size_change(93, 1000) == "90.7% smaller"
+    assert size_change(2011, 1000) == "2.0x larger"
+    assert size_change(None, 1000) == ""
