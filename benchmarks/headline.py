@@ -59,9 +59,11 @@ def change(row, baseline, key):
 
 
 def size_change(size, baseline):
-    """``90.7% smaller`` or ``2.0x larger``: an item table against the first row's."""
+    """``90.7% smaller``, ``same`` or ``2.0x larger``: an item table against the first row's."""
     if not size or not baseline:
         return ""
+    if size == baseline:
+        return "same"
     if size <= baseline:
         return f"{100 * (1 - size / baseline):.1f}% smaller"
     return f"{size / baseline:.1f}x larger"

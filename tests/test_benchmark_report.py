@@ -179,4 +179,5 @@ def test_headline_item_table_change_says_smaller_or_larger():
 
     assert size_change(93, 1000) == "90.7% smaller"
     assert size_change(2011, 1000) == "2.0x larger"
+    assert size_change(1000, 1000) == "same"
     assert size_change(None, 1000) == ""
