@@ -64,7 +64,7 @@ def size_change(size, baseline):
         return ""
     if size == baseline:
         return "same"
-    if size <= baseline:
+    if size < baseline:
         return f"{100 * (1 - size / baseline):.1f}% smaller"
     return f"{size / baseline:.1f}x larger"
 

@@ -32,12 +32,12 @@ from concurrent.futures import ThreadPoolExecutor
 import yaml
 
 from benchmarks.figures import finish_figure
-from benchmarks.recipes import RECIPE_DIR, parse_recipe, result_path, run_recipe
-from benchmarks.run import RESULTS_DIR, ROOT, slug
+from benchmarks.recipes import RETEST_MODE, parse_recipe, recipe_settings, result_path, run_recipe
+from benchmarks.run import RESULTS_DIR, slug
 
 PROTOCOLS = {"history_kept": "seen kept (RecBole)", "history_removed": "seen removed (eSASRec)"}
 METRICS = ("ndcg@10", "recall@10")
-SAMPLED = "uni99"  # the sampled protocol each best checkpoint is re-tested under (its NDCG@10)
+COLORS = {"history_kept": "C0", "history_removed": "C1", RETEST_MODE: "C2"}
 
 
 def mean_sd(values):
@@ -57,17 +57,9 @@ def summarise(records, value):
     for protocol in PROTOCOLS:
         for metric in METRICS:
             row[f"{protocol}/{metric}"] = mean_sd([r["test_result_by_protocol"][protocol][metric] for r in ok])
-    retested = [r["reevaluated"][SAMPLED] for r in ok if SAMPLED in (r.get("reevaluated") or {})]
-    row[f"{SAMPLED}/ndcg@10"] = mean_sd([t["test_result"]["ndcg@10"] for t in retested if t.get("returncode") == 0])
+    retested = [r["reevaluated"][RETEST_MODE] for r in ok if RETEST_MODE in (r.get("reevaluated") or {})]
+    row[f"{RETEST_MODE}/ndcg@10"] = mean_sd([t["test_result"]["ndcg@10"] for t in retested if t.get("returncode") == 0])
     return row
-
-
-def recipe_settings(recipe):
-    """The properties a recipe token sets: its yaml file, then the token's own overrides."""
-    name, overrides = parse_recipe(recipe)
-    with open(os.path.join(ROOT, RECIPE_DIR, f"{name}.yaml"), encoding="utf-8") as f:
-        settings = yaml.safe_load(f) or {}
-    return {**settings, **{key: yaml.safe_load(value) for key, value in overrides.items()}}
 
 
 def sweep_tokens(recipe, prop, values):
@@ -101,14 +93,14 @@ def cell(row, key):
 
 def write_markdown(path, info, table):
     header = (["dataset", info["property"], "item table"] + [f"{m} {PROTOCOLS[p]}" for p in PROTOCOLS for m in METRICS]
-              + [f"ndcg@10 {SAMPLED}"])
+              + [f"ndcg@10 {RETEST_MODE}"])
     lines = ["| " + " | ".join(header + ["seeds", "failed"]) + " |", "|" + "---|" * (len(header) + 2)]
     for dataset, rows in table.items():
         for row in rows:
             budget = " ‡" if row["stopped_by_time_budget"] else ""
             cells = [dataset, f"{row['value']}{budget}",
                      "–" if row["item_table"] is None else f"{row['item_table']:,}"]
-            cells += [cell(row, f"{p}/{m}") for p in PROTOCOLS for m in METRICS] + [cell(row, f"{SAMPLED}/ndcg@10")]
+            cells += [cell(row, f"{p}/{m}") for p in PROTOCOLS for m in METRICS] + [cell(row, f"{RETEST_MODE}/ndcg@10")]
             cells += [",".join(map(str, row["seeds"])) or "–", ",".join(map(str, row["failed"])) or "–"]
             lines.append("| " + " | ".join(cells) + " |")
     text = [f"# {sweep_title(info)}", "",
@@ -126,17 +118,17 @@ def write_plot(path, info, table):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(metric, PROTOCOLS) for metric in METRICS] + [("ndcg@10", {SAMPLED: f"{SAMPLED} (sampled)"})]
+    panels = [(metric, PROTOCOLS) for metric in METRICS] + [("ndcg@10", {RETEST_MODE: f"{RETEST_MODE} (sampled)"})]
     fig, axes = plt.subplots(len(table), len(panels), figsize=(4.6 * len(panels), 3.4 * len(table)), squeeze=False)
     for row_axes, (dataset, rows) in zip(axes, table.items()):
         labels = [str(r["value"]) for r in rows]
         for ax, (metric, protocols) in zip(row_axes, panels):
-            for i, (protocol, name) in enumerate(protocols.items()):
+            for protocol, name in protocols.items():
                 means = [r[f"{protocol}/{metric}"][0] for r in rows]
                 sds = [r[f"{protocol}/{metric}"][1] for r in rows]
                 xs = [j for j, m in enumerate(means) if m is not None]
                 ax.errorbar(xs, [means[j] for j in xs], yerr=[sds[j] for j in xs], marker="o", capsize=3,
-                            color=f"C{i + 2 * (protocol == SAMPLED)}", label=name)
+                            color=COLORS[protocol], label=name)
             ax.set_xticks(range(len(rows)))
             ax.set_xticklabels([f"{label}\n{r['item_table']:,}" if r["item_table"] else label
                                 for label, r in zip(labels, rows)], fontsize=7)
@@ -159,7 +151,7 @@ def main(argv=None):
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (OMP_NUM_THREADS)")
     parser.add_argument("--set", nargs="*", default=[], help="key=value properties for every run")
-    parser.add_argument("--reeval", nargs="*", default=[SAMPLED], help="re-test each best checkpoint under these modes")
+    parser.add_argument("--reeval", nargs="*", default=[RETEST_MODE], help="re-test each best checkpoint under these modes")
     parser.add_argument("--reuse", action="store_true", help="skip runs whose result JSON exists")
     parser.add_argument("--out", default=None, help="output path without extension")
     args = parser.parse_args(argv)

@@ -20,9 +20,12 @@ import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+import yaml
+
 from benchmarks.run import RESULTS_DIR, ROOT, machine_name, reevaluate, run_json_command, settings_hash, slug
 
 RECIPE_DIR = os.path.join("properties", "recipe")
+RETEST_MODE = "uni99"  # the sampled protocol each best checkpoint is re-tested under by default
 
 
 def parse_recipe(token):
@@ -35,6 +38,14 @@ def parse_recipe(token):
         key, _, value = pair.partition("=")
         overrides[key] = value
     return name, overrides
+
+
+def recipe_settings(token):
+    """The properties a recipe token sets: its yaml file, then the token's own overrides."""
+    name, overrides = parse_recipe(token)
+    with open(os.path.join(ROOT, RECIPE_DIR, f"{name}.yaml"), encoding="utf-8") as f:
+        settings = yaml.safe_load(f) or {}
+    return {**settings, **{key: yaml.safe_load(value) for key, value in overrides.items()}}
 
 
 def recipe_settings_hash(dataset, token, threads, extra):
@@ -78,7 +89,7 @@ def main(argv=None):
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (OMP_NUM_THREADS)")
     parser.add_argument("--set", nargs="*", default=[], help="key=value properties for every run")
-    parser.add_argument("--reeval", nargs="*", default=["uni99"], help="re-test each best checkpoint under these modes")
+    parser.add_argument("--reeval", nargs="*", default=[RETEST_MODE], help="re-test each best checkpoint under these modes")
     parser.add_argument("--table_only", action="store_true", help="no runs: rebuild benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
     extra = dict(item.split("=", 1) for item in args.set)

@@ -187,14 +187,21 @@ def semantic_id_warnings(config, model):
     return degenerate_code_warnings(stats, config["min_unique_coverage"], f"{config['model']} semantic IDs")
 
 
+# codebook statistics kept per training epoch, by the name ``epoch_statistics()`` gives them -> the results key:
+# health before re-seeding and codewords re-seeded (rq_end_to_end_restarts), learned cosine weights
+# (rq_distances: learned), per-level code churn (end-to-end training)
+CODEBOOK_EPOCH_KEYS = {"activation": "codebook_activation", "natural_activation": "codebook_natural_activation",
+                       "restarted": "restarted_codewords", "cosine_weight": "codebook_cosine_weight",
+                       "code_churn_by_level": "code_churn_by_level"}
+
+
 def record_epochs(trainer):
     """Record, per training epoch, its wall time, its losses by name (``train_losses``) and,
-    for a trainer keeping ``codebook_history``, each level's codebook activation; per
-    validation, its score, full result, epoch and finishing time (seconds since the first
-    epoch started). Returns the dict of lists it fills."""
-    log = {"train_epoch_seconds": [], "train_losses": {}, "codebook_activation": [],
-           "codebook_natural_activation": [], "restarted_codewords": [], "codebook_cosine_weight": [],
-           "code_churn_by_level": [], "valid_scores": [], "valid_results": [], "valid_epochs": [], "valid_done_seconds": []}
+    for a trainer keeping ``codebook_history``, the statistics of ``CODEBOOK_EPOCH_KEYS`` it
+    logged; per validation, its score, full result, epoch and finishing time (seconds since
+    the first epoch started). Returns the dict of lists it fills."""
+    log = {"train_epoch_seconds": [], "train_losses": {}, **{key: [] for key in CODEBOOK_EPOCH_KEYS.values()},
+           "valid_scores": [], "valid_results": [], "valid_epochs": [], "valid_done_seconds": []}
     train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
     started = []
 
@@ -207,14 +214,10 @@ def record_epochs(trainer):
             log["train_losses"].setdefault(name, []).append(value)
         history = getattr(trainer, "codebook_history", None)
         if history and len(history) > len(log["codebook_activation"]):
-            log["codebook_activation"].append(list(history[-1]["activation"]))
-            if "natural_activation" in history[-1]:  # rq_end_to_end_restarts: health before re-seeding
-                log["codebook_natural_activation"].append(list(history[-1]["natural_activation"]))
-                log["restarted_codewords"].append(history[-1]["restarted"])
-            if "cosine_weight" in history[-1]:  # rq_distances: learned
-                log["codebook_cosine_weight"].append(list(history[-1]["cosine_weight"]))
-            if "code_churn_by_level" in history[-1]:  # end to end: codes re-assigned each epoch
-                log["code_churn_by_level"].append(list(history[-1]["code_churn_by_level"]))
+            for stat, key in CODEBOOK_EPOCH_KEYS.items():
+                if stat in history[-1]:
+                    value = history[-1][stat]
+                    log[key].append(list(value) if isinstance(value, (list, tuple)) else value)
         return result
 
     def scored_valid_epoch(*args, **kwargs):
@@ -319,10 +322,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, npr
         "test_seconds": test_seconds,
         "train_epoch_seconds": epoch_log["train_epoch_seconds"],
         "train_losses": epoch_log["train_losses"],
-        "codebook_activation": epoch_log["codebook_activation"],
-        "codebook_natural_activation": epoch_log["codebook_natural_activation"],
-        "restarted_codewords": epoch_log["restarted_codewords"],
-        "codebook_cosine_weight": epoch_log["codebook_cosine_weight"],
+        **{key: epoch_log[key] for key in CODEBOOK_EPOCH_KEYS.values()},
         "parameter_counts": item_parameter_counts(model),
         "peak_memory_mib": peak_memory_mib(),
         "peak_gpu_memory_mib": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
@@ -330,7 +330,6 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, npr
         "torch_threads": torch.get_num_threads(),
         "warnings": semantic_id_warnings(config, model),
         "code_churn": list(getattr(trainer, "code_churn", [])),
-        "code_churn_by_level": epoch_log["code_churn_by_level"],
         "stopped_by_time_budget": bool(getattr(trainer, "stopped_by_time_budget", False)),
         # training rows each process iterates per epoch (RecBole shards them; the global batch stays train_batch_size)
         "train_rows_per_rank": gathered(len(train_data.sampler), config),
