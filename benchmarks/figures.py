@@ -8,6 +8,11 @@ CHARS_PER_INCH = 19      # 6-pt characters that fit in an inch of footer
 LINE_INCHES = 0.11       # height of a 6-pt footer line
 
 
+def versions_text(versions, leave_out=()):
+    """``torch 2.13.0, numpy 2.4.6, ...``: a record's package versions, one way everywhere."""
+    return ", ".join(f"{k} {v}" for k, v in (versions or {}).items() if v and k not in leave_out)
+
+
 def finish_figure(fig, path, footer, title=None, dpi=80):
     """Wrap ``footer`` to the figure's width below the axes, add ``title``, save to ``path``."""
     import matplotlib.pyplot as plt

@@ -31,19 +31,30 @@ from concurrent.futures import ThreadPoolExecutor
 
 import yaml
 
-from benchmarks.figures import finish_figure
+from benchmarks.figures import finish_figure, versions_text
 from benchmarks.recipes import RETEST_MODE, parse_recipe, recipe_settings, result_path, run_recipe
 from benchmarks.run import RESULTS_DIR, slug
 
 PROTOCOLS = {"history_kept": "seen kept (RecBole)", "history_removed": "seen removed (eSASRec)"}
 METRICS = ("ndcg@10", "recall@10")
 COLORS = {"history_kept": "C0", "history_removed": "C1", RETEST_MODE: "C2"}
+SEEN_SHARE = "seen_share@10"  # share of the seen-kept top 10 that is the user's history
 
 
 def mean_sd(values):
     if not values:
         return None, None
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def seen_share_of(record):
+    """The run's ``seen_share@10`` (seen items kept), from its test or else from a full-ranking
+    re-test (``--reeval full``: runs that predate the statistic); ``None`` if neither has it."""
+    for source in (record, (record.get("reevaluated") or {}).get("full") or {}):
+        share = (source.get("seen_share") or {}).get(SEEN_SHARE)
+        if share is not None:
+            return share
+    return None
 
 
 def summarise(records, value):
@@ -59,6 +70,9 @@ def summarise(records, value):
             row[f"{protocol}/{metric}"] = mean_sd([r["test_result_by_protocol"][protocol][metric] for r in ok])
     retested = [r["reevaluated"][RETEST_MODE] for r in ok if RETEST_MODE in (r.get("reevaluated") or {})]
     row[f"{RETEST_MODE}/ndcg@10"] = mean_sd([t["test_result"]["ndcg@10"] for t in retested if t.get("returncode") == 0])
+    shares = [seen_share_of(r) for r in ok]
+    row[SEEN_SHARE] = mean_sd([s for s in shares if s is not None])
+    row["seen_share_seeds"] = [r["seed"] for r, s in zip(ok, shares) if s is not None]
     return row
 
 
@@ -91,9 +105,20 @@ def cell(row, key):
     return f"{mean:.4f}"
 
 
+def seen_share_cell(row):
+    """The seen share as a percentage, naming the seeds it covers when fewer than the row's."""
+    mean, sd = row[SEEN_SHARE]
+    if mean is None:
+        return "–"
+    text = f"{100 * mean:.1f}%" + (f" ± {100 * sd:.1f}" if len(row["seen_share_seeds"]) > 1 else "")
+    if len(row["seen_share_seeds"]) < len(row["seeds"]):
+        text += f" (seed {','.join(map(str, row['seen_share_seeds']))})"
+    return text
+
+
 def write_markdown(path, info, table):
     header = (["dataset", info["property"], "item table"] + [f"{m} {PROTOCOLS[p]}" for p in PROTOCOLS for m in METRICS]
-              + [f"ndcg@10 {RETEST_MODE}"])
+              + [f"ndcg@10 {RETEST_MODE}", "seen in top 10 (kept)"])
     lines = ["| " + " | ".join(header + ["seeds", "failed"]) + " |", "|" + "---|" * (len(header) + 2)]
     for dataset, rows in table.items():
         for row in rows:
@@ -101,13 +126,16 @@ def write_markdown(path, info, table):
             cells = [dataset, f"{row['value']}{budget}",
                      "–" if row["item_table"] is None else f"{row['item_table']:,}"]
             cells += [cell(row, f"{p}/{m}") for p in PROTOCOLS for m in METRICS] + [cell(row, f"{RETEST_MODE}/ndcg@10")]
+            cells += [seen_share_cell(row)]
             cells += [",".join(map(str, row["seeds"])) or "–", ",".join(map(str, row["failed"])) or "–"]
             lines.append("| " + " | ".join(cells) + " |")
     text = [f"# {sweep_title(info)}", "",
             f"Command: `{info['command']}`", "",
             f"Code {info['git_describe']}, {info['threads']} torch thread(s) per run, {info['machine']}, "
             f"{info['versions']}. Mean ± sd over the seeds listed; ‡: some run stopped by `train_time_budget` "
-            "(not converged). Item table: trainable item-representation parameters.", "", *lines, ""]
+            "(not converged). Item table: trainable item-representation parameters. Seen in top 10: "
+            "share of the top 10, seen items kept, that is the user's own history (the items the "
+            "seen-removed protocol drops).", "", *lines, ""]
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(text))
 
@@ -175,7 +203,7 @@ def main(argv=None):
             "recipe": "recipes" if args.property == "recipe" else args.recipe, "property": args.property,
             "seeds": args.seeds, "threads": args.threads,
             "git_describe": first.get("git_describe"), "machine": first.get("machine"),
-            "versions": ", ".join(f"{k} {v}" for k, v in (first.get("versions") or {}).items() if v)}
+            "versions": versions_text(first.get("versions"))}
     out = args.out or os.path.join(RESULTS_DIR, f"sweep-{slug(info['recipe'])}-{slug(args.property)}")
     with open(out + ".json", "w", encoding="utf-8") as f:
         json.dump({**info, "table": table}, f, indent=2)

@@ -10,6 +10,8 @@ import re
 import statistics
 from collections import defaultdict
 
+from benchmarks.figures import versions_text
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_DIR = os.path.join(ROOT, "benchmarks", "results")
 REPORT = os.path.join(ROOT, "benchmarks", "RESULTS.md")
@@ -103,7 +105,7 @@ def command_lines(records):
     lines = ["", "Commands (run from the checkout root):", ""]
     for record in records:
         threads = f"OMP_NUM_THREADS={record['threads']} " if record.get("threads") else ""
-        versions = ", ".join(f"{k} {v}" for k, v in (record.get("versions") or {}).items() if k != "python")
+        versions = versions_text(record.get("versions"), leave_out=("python",))
         lines.append(f"- {record.get('label', record.get('suite'))}: `{threads}python {record.get('command', '?')}` "
                      f"(code {code_cell(record)}, {threads_used(record) or '?'} torch thread(s), "
                      f"{record.get('device', 'device not recorded')}{', ' + versions if versions else ''}, "

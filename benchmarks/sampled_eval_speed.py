@@ -23,17 +23,19 @@ from recbole.utils import init_seed  # noqa: E402
 from benchmarks.child import runtime  # noqa: E402
 from benchmarks.run import provenance  # noqa: E402
 from recbole_usr.evaluate import evaluate_valid_and_test  # noqa: E402
+from recbole_usr.evaluation.seen_items import PROTOCOL_NAMES  # noqa: E402
 from recbole_usr.quick_start import load_data_and_model  # noqa: E402
 from recbole_usr.utils import write_results  # noqa: E402
 
 METRICS = ("hit@10", "ndcg@10")
 
 
-def timed_evaluation(config, model, valid_data, test_data, from_full_sort):
+def timed_evaluation(config, model, train_data, valid_data, test_data, from_full_sort):
     """``recbole_usr.evaluate``'s valid + test pass with the property set to ``from_full_sort``."""
     init_seed(config["seed"], True)  # RecBole draws the negatives anew on every pass
     config["sampled_eval_from_full_sort"] = from_full_sort
-    valid, test, seconds = evaluate_valid_and_test(config, model, valid_data, test_data)
+    valid, test_by_protocol, _, seconds = evaluate_valid_and_test(config, model, train_data, valid_data, test_data)
+    test = test_by_protocol[PROTOCOL_NAMES[bool(config["filter_seen_items"])]]
     return {"seconds": seconds, "valid": {m: float(valid[m]) for m in METRICS},
             "test": {m: float(test[m]) for m in METRICS}}
 
@@ -46,7 +48,7 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/sampled_eval_<model>_<dataset>.json)")
     args = parser.parse_args(argv)
 
-    config, model, _, _, valid_data, test_data = load_data_and_model(args.model_file, eval_mode=args.eval_mode)
+    config, model, _, train_data, valid_data, test_data = load_data_and_model(args.model_file, eval_mode=args.eval_mode)
     paths = {"full_sort_grouped": True}
     if not args.skip_row_by_row:
         paths = {"row_by_row": False, **paths}
@@ -57,7 +59,7 @@ def main(argv=None):
         "eval_mode": args.eval_mode, "valid_users": len(valid_data.uid_list), "test_users": len(test_data.uid_list),
     }
     for name, from_full_sort in paths.items():
-        record[name] = timed_evaluation(config, model, valid_data, test_data, from_full_sort)
+        record[name] = timed_evaluation(config, model, train_data, valid_data, test_data, from_full_sort)
         print(f"{name}: {record[name]}", flush=True)
     record.update(runtime())
     out = args.out or os.path.join(CHECKOUT, "benchmarks", "results",

@@ -22,38 +22,52 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def evaluate_valid_and_test(config, model, valid_data, test_data):
-    """``(valid_result, test_result, seconds)`` with the model's own trainer, sampled
-    protocols scored as ``run_recbole_usr`` scores them (property ``sampled_eval_from_full_sort``)."""
-    from recbole_usr.quick_start import fast_sampled_evaluation
+def evaluate_valid_and_test(config, model, train_data, valid_data, test_data):
+    """``(valid_result, test_by_protocol, seen_share, seconds)`` with the model's own trainer,
+    as ``run_recbole_usr`` evaluates: valid under the checkpoint's protocol
+    (``filter_seen_items``), a full-ranking test under both (seen items kept and removed,
+    and the kept top k's share of seen items), sampled protocols scored as in training
+    (property ``sampled_eval_from_full_sort``)."""
+    from recbole_usr.evaluation.seen_items import seen_items_removed
+    from recbole_usr.quick_start import fast_sampled_evaluation, seen_item_mask, test_both_protocols
     from recbole_usr.utils import get_trainer
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    seen_mask = seen_item_mask(config, train_data, trainer.device)
     with fast_sampled_evaluation(config, model):
         start = time.time()
-        valid_result = trainer.evaluate(valid_data, load_best_model=False, show_progress=config["show_progress"])
-        test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=config["show_progress"])
-        return valid_result, test_result, time.time() - start
+        with seen_items_removed(trainer, seen_mask if config["filter_seen_items"] else None):
+            valid_result = trainer.evaluate(valid_data, load_best_model=False, show_progress=config["show_progress"])
+        test_by_protocol, seen_share = test_both_protocols(trainer, seen_mask, test_data, False, config)
+        return valid_result, test_by_protocol, seen_share, time.time() - start
 
 
 def evaluate_checkpoint(model_file, eval_mode=None):
-    """``{"valid_result", "test_result", ...}`` of a checkpoint under ``eval_mode``."""
+    """``{"valid_result", "test_result", ...}`` of a checkpoint under ``eval_mode``;
+    ``test_result`` is under the checkpoint's own protocol, as the run reported it."""
     from recbole.utils import set_color
 
+    from recbole_usr.evaluation.seen_items import PROTOCOL_NAMES
     from recbole_usr.quick_start import load_data_and_model
 
-    config, model, _, _, valid_data, test_data = load_data_and_model(model_file, eval_mode=eval_mode)
-    valid_result, test_result, seconds = evaluate_valid_and_test(config, model, valid_data, test_data)
-    mode = config["eval_args"]["mode"]["test"]
+    config, model, _, train_data, valid_data, test_data = load_data_and_model(model_file, eval_mode=eval_mode)
+    valid_result, test_by_protocol, seen_share, seconds = evaluate_valid_and_test(
+        config, model, train_data, valid_data, test_data
+    )
+    mode, protocol = config["eval_args"]["mode"]["test"], PROTOCOL_NAMES[bool(config["filter_seen_items"])]
     getLogger().info(set_color(f"valid result [{mode}]", "yellow") + f": {valid_result}")
-    getLogger().info(set_color(f"test result [{mode}]", "yellow") + f": {test_result}")
+    for name, result in test_by_protocol.items():
+        getLogger().info(set_color(f"test result [{mode}, {name}]", "yellow") + f": {result}")
     return {
         "model": config["model"],
         "dataset": config["dataset"],
         "model_file": model_file,
         "eval_mode": mode,
+        "protocol": protocol,
         "valid_result": dict(valid_result),
-        "test_result": dict(test_result),
+        "test_result": dict(test_by_protocol[protocol]),
+        "test_result_by_protocol": {name: dict(result) for name, result in test_by_protocol.items()},
+        "seen_share": seen_share,
         "eval_seconds": seconds,
     }
 

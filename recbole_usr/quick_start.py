@@ -37,7 +37,13 @@ from recbole_usr import recbole_config
 from recbole_usr.recbole_config import plugin_property_files
 from recbole_usr.distributed import DeviceAwareConfig, gathered, run_processes, shared_value, wait_for_all_ranks
 from recbole_usr.evaluation.sampled_from_full_sort import sampled_predict_from_full_sort
-from recbole_usr.evaluation.seen_items import PROTOCOL_NAMES, SeenItemMask, seen_items_removed
+from recbole_usr.evaluation.seen_items import (
+    PROTOCOL_NAMES,
+    SeenItemMask,
+    SeenShare,
+    full_sort_scores_transformed,
+    seen_items_removed,
+)
 from recbole_usr.quantization import degenerate_code_warnings
 from recbole_usr.semantic_id_artifact import attach_checkpoint_semantic_ids, prepare_semantic_ids
 from recbole_usr.trainer import named_losses
@@ -284,8 +290,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, npr
     trainer.saved_model_file = shared_value(unique_checkpoint_path(config), config)  # rank 0's, on every rank
     epoch_log = record_epochs(trainer)
     filter_seen = bool(config["filter_seen_items"])
-    full_ranking_test = eval_modes(config)["test"] == "full"
-    seen_mask = SeenItemMask(train_data._dataset, trainer.device) if filter_seen or full_ranking_test else None
+    seen_mask = seen_item_mask(config, train_data, trainer.device)
     with fast_sampled_evaluation(config, model):
         start = time.time()
         with seen_items_removed(trainer, seen_mask if filter_seen else None), recbole_future_warnings_silenced():
@@ -295,7 +300,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, npr
         train_seconds = time.time() - start
         wait_for_all_ranks(config)  # rank 0 has written the best checkpoint every rank now loads
         start = time.time()
-        test_by_protocol = test_both_protocols(trainer, seen_mask, test_data, saved, config)
+        test_by_protocol, seen_share = test_both_protocols(trainer, seen_mask, test_data, saved, config)
         test_result = test_by_protocol[PROTOCOL_NAMES[filter_seen]]
         test_seconds = time.time() - start
 
@@ -304,6 +309,8 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, npr
     other = PROTOCOL_NAMES[not filter_seen]
     if other in test_by_protocol:
         logger.info(set_color(f"test result [{other}]", "yellow") + f": {test_by_protocol[other]}")
+    if seen_share:
+        logger.info(set_color("seen items in the top k [history_kept]", "yellow") + f": {seen_share}")
     return {
         "model": config["model"],
         "dataset": config["dataset"],
@@ -313,6 +320,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, npr
         "test_result": dict(test_result),
         "test_result_by_protocol": {name: dict(result) for name, result in test_by_protocol.items()},
         "protocol": PROTOCOL_NAMES[filter_seen],
+        "seen_share": seen_share,  # share of the top k that is the user's history, seen items kept
         "model_file": trainer.saved_model_file if saved else None,
         "train_seconds": train_seconds,
         **best_epoch_summary(epoch_log, config["valid_metric_bigger"]),
@@ -336,19 +344,33 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, npr
     }
 
 
+def seen_item_mask(config, train_data, device):
+    """The :class:`SeenItemMask` the run's protocols need: to remove seen items
+    (``filter_seen_items``) or to test full ranking under both protocols; else ``None``."""
+    if config["filter_seen_items"] or eval_modes(config)["test"] == "full":
+        return SeenItemMask(train_data._dataset, device)
+    return None
+
+
 def test_both_protocols(trainer, seen_mask, test_data, load_best_model, config):
-    """Test metrics with the user's seen items kept in the ranking (RecBole) and removed
-    (RecTools / eSASRec; ``seen_mask``), so every number can be compared like for like;
-    sampled protocols never rank seen items, so they get one entry."""
-    results = {}
+    """``(results, seen_share)``: test metrics with the user's seen items kept in the ranking
+    (RecBole) and removed (RecTools / eSASRec; ``seen_mask``), so every number can be
+    compared like for like, and how much of the kept protocol's top k is seen items
+    (:class:`SeenShare`; ``None`` without full ranking). Sampled protocols never rank seen
+    items, so they get one entry."""
+    results, seen_share = {}, None
     full_ranking = eval_modes(config)["test"] == "full"
     for filter_seen in (False, True) if full_ranking else (bool(config["filter_seen_items"]),):
-        with seen_items_removed(trainer, seen_mask if filter_seen else None):
+        counter = SeenShare(seen_mask, config["topk"]) if full_ranking and not filter_seen else None
+        counting = full_sort_scores_transformed(trainer, counter.count) if counter else contextlib.nullcontext()
+        with seen_items_removed(trainer, seen_mask if filter_seen else None), counting:
             results[PROTOCOL_NAMES[filter_seen]] = trainer.evaluate(
                 test_data, load_best_model=load_best_model, show_progress=config["show_progress"]
             )
+        if counter:
+            seen_share = counter.shares(gathered((counter.seen, counter.rows), config))
         load_best_model = False  # loaded once
-    return results
+    return results, seen_share
 
 
 def eval_modes(config):

@@ -79,6 +79,22 @@ def test_property_sweep_averages_the_uni99_retest_of_each_successful_run():
     assert abs(mean - 0.35) < 1e-12 and abs(sd - 0.0707106781) < 1e-9  # the failed re-test is left out
 
 
+def test_property_sweep_seen_share_comes_from_the_test_or_a_full_retest_and_names_its_seeds(tmp_path):
+    from benchmarks.property_sweep import seen_share_cell, summarise
+
+    def base(seed):
+        return dict(recipe_record(seed, "h", 0.1, 0.2), parameter_counts={"item_embedding": 1})
+
+    own = dict(base(1), seen_share={"seen_share@5": 0.9, "seen_share@10": 0.10})
+    retested = dict(base(2), reevaluated={"full": {"returncode": 0, "seen_share": {"seen_share@10": 0.30}}})
+    row = summarise([own, retested, base(3)], value=8)
+    mean, sd = row["seen_share@10"]
+    assert abs(mean - 0.20) < 1e-12 and abs(sd - 0.1414213562) < 1e-9  # run 3 has none: left out
+    assert row["seen_share_seeds"] == [1, 2]
+    assert seen_share_cell(row) == "20.0% ± 14.1 (seed 1,2)"
+    assert seen_share_cell(summarise([base(3)], value=8)) == "–"
+
+
 def test_property_sweep_tokens_vary_one_property_or_compare_whole_recipes():
     from benchmarks.property_sweep import sweep_tokens
 

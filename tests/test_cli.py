@@ -131,3 +131,19 @@ def test_filter_seen_items_selects_and_reports_the_seen_removed_protocol(tiny_da
     by_protocol = result["test_result_by_protocol"]
     assert result["test_result"] == pytest.approx(by_protocol["history_removed"])
     assert by_protocol["history_removed"]["recall@5"] > by_protocol["history_kept"]["recall@5"]
+
+
+def test_evaluate_retests_a_seen_removed_checkpoint_under_its_own_protocol(tiny_dataset, tmp_path):
+    # recbole_usr.evaluate used to rank seen items whatever the checkpoint's filter_seen_items,
+    # so its "same protocol" re-test of such a run reported RecBole's protocol instead
+    from recbole_usr.evaluate import evaluate_checkpoint
+
+    result = run_command(tiny_sasrec_argv(tiny_dataset, tmp_path, "--filter_seen_items=True"))
+    again = evaluate_checkpoint(result["model_file"])
+    assert again["protocol"] == "history_removed"
+    assert again["valid_result"] == pytest.approx(result["best_valid_result"], abs=1e-9)
+    assert again["test_result"] == pytest.approx(result["test_result"], abs=1e-9)
+    for name in ("history_kept", "history_removed"):
+        assert again["test_result_by_protocol"][name] == pytest.approx(result["test_result_by_protocol"][name], abs=1e-9)
+    assert again["seen_share"] == pytest.approx(result["seen_share"])
+    assert set(result["seen_share"]) == {"seen_share@5", "seen_share@10"}

@@ -38,20 +38,17 @@ class SeenItemMask:
 
 
 @contextlib.contextmanager
-def seen_items_removed(trainer, mask):
-    """Within the context, ``trainer``'s full-ranking evaluation removes the items ``mask``
-    (a :class:`SeenItemMask`, built once per run) says each row has seen; ``None``: unchanged."""
-    if mask is None:
-        yield
-        return
+def full_sort_scores_transformed(trainer, transform):
+    """Within the context, ``trainer``'s full-ranking evaluation passes each batch's
+    ``(interaction, scores)`` through ``transform``, which returns the scores to rank."""
     full_sort_batch_eval = trainer._full_sort_batch_eval
 
-    def masked_full_sort_batch_eval(batched_data):
+    def transformed_full_sort_batch_eval(batched_data):
         interaction, scores, positive_u, positive_i = full_sort_batch_eval(batched_data)
-        return interaction, mask.apply(interaction, scores), positive_u, positive_i
+        return interaction, transform(interaction, scores), positive_u, positive_i
 
     saved = trainer.__dict__.get("_full_sort_batch_eval")
-    trainer._full_sort_batch_eval = masked_full_sort_batch_eval
+    trainer._full_sort_batch_eval = transformed_full_sort_batch_eval
     try:
         yield
     finally:
@@ -59,6 +56,46 @@ def seen_items_removed(trainer, mask):
             del trainer._full_sort_batch_eval  # back to the class's method
         else:
             trainer._full_sort_batch_eval = saved
+
+
+@contextlib.contextmanager
+def seen_items_removed(trainer, mask):
+    """Within the context, ``trainer``'s full-ranking evaluation removes the items ``mask``
+    (a :class:`SeenItemMask`, built once per run) says each row has seen; ``None``: unchanged."""
+    if mask is None:
+        yield
+        return
+    with full_sort_scores_transformed(trainer, mask.apply):
+        yield
+
+
+class SeenShare:
+    """How much of each top-k list, with seen items kept, is the user's own history.
+
+    The two protocols differ exactly by these items: a model that ranks history high loses
+    under RecBole's protocol what it does not lose once they are removed. ``count`` is a
+    score transform for :func:`full_sort_scores_transformed` that leaves the scores as they are.
+    """
+
+    def __init__(self, mask, topk):
+        self.mask, self.topk = mask, sorted(int(k) for k in topk)
+        self.seen = torch.zeros(len(self.topk), dtype=torch.long)
+        self.rows = 0
+
+    def count(self, interaction, scores):
+        top = scores.topk(self.topk[-1], dim=1).indices
+        seen_scores = self.mask.apply(interaction, scores.clone()).gather(1, top)
+        seen = torch.isinf(seen_scores) & ~torch.isinf(scores.gather(1, top))  # padding is -inf in both
+        self.seen += torch.stack([seen[:, :k].sum() for k in self.topk]).cpu()
+        self.rows += len(scores)
+        return scores
+
+    def shares(self, counts=None):
+        """``{"seen_share@k": mean share of seen items in the top k}``; ``counts``: several
+        processes' ``(seen, rows)`` to pool (default: this one's)."""
+        counts = counts or [(self.seen, self.rows)]
+        seen, rows = sum(c[0] for c in counts), sum(c[1] for c in counts)
+        return {f"seen_share@{k}": float(seen[i]) / (rows * k) if rows else float("nan") for i, k in enumerate(self.topk)}
 
 
 PROTOCOL_NAMES = {False: "history_kept", True: "history_removed"}
