@@ -13,7 +13,8 @@ unified-vs-ID question on other domains).
 
 Every run is a recipe run of :mod:`benchmarks.recipes` (``<recipe>+<property>=<value>``, its own
 JSON under benchmarks/results/, kept in RESULTS.md's recipe table); ``--reuse`` skips runs whose
-JSON already exists; a value the recipe already sets is the recipe's own run (``unified_ss`` for
+JSON already exists, or whose settings match a finished run's but for a ``train_time_budget``
+that run never reached; a value the recipe already sets is the recipe's own run (``unified_ss`` for
 ``id_dim`` 8), so one setting has one file. Each best checkpoint is re-tested against 99 sampled
 negatives (``--reeval uni99``, as the recipe runner does). Writes ``<out>.json``, ``.md`` and
 ``.png`` (default ``benchmarks/results/sweep-<recipe>-<property>``): NDCG@10 and Recall@10, seen
@@ -32,7 +33,14 @@ from concurrent.futures import ThreadPoolExecutor
 import yaml
 
 from benchmarks.figures import finish_figure, versions_text
-from benchmarks.recipes import RETEST_MODE, parse_recipe, recipe_settings, result_path, run_recipe
+from benchmarks.recipes import (
+    RETEST_MODE,
+    equivalent_result,
+    parse_recipe,
+    recipe_settings,
+    result_path,
+    run_recipe,
+)
 from benchmarks.run import RESULTS_DIR, slug
 
 PROTOCOLS = {"history_kept": "seen kept (RecBole)", "history_removed": "seen removed (eSASRec)"}
@@ -188,12 +196,20 @@ def main(argv=None):
     for token in tokens.values():
         parse_recipe(token)  # fail before any run starts
     jobs = [(d, tokens[v], s) for d in args.datasets for v in args.values for s in args.seeds]
-    todo = [job for job in jobs if not (args.reuse and os.path.isfile(result_path(*job, args.threads, extra)))]
+    paths = {job: result_path(*job, args.threads, extra) for job in jobs}
+    if args.reuse:
+        for job in jobs:
+            equivalent = None if os.path.isfile(paths[job]) else equivalent_result(*job, args.threads, extra)
+            if equivalent:
+                print(f"[property_sweep] reusing {os.path.basename(equivalent)} (same settings; it stopped "
+                      "itself within this run's time budget)", flush=True)
+                paths[job] = equivalent
+    todo = [job for job in jobs if not (args.reuse and os.path.isfile(paths[job]))]
     with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
         list(pool.map(lambda job: run_recipe(*job, args.threads, extra, args.reeval), todo))
 
     def load(job):
-        with open(result_path(*job, args.threads, extra)) as f:
+        with open(paths[job]) as f:
             return json.load(f)
 
     table = {d: [summarise([load((d, tokens[v], s)) for s in args.seeds], v) for v in args.values]

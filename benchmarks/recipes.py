@@ -15,6 +15,7 @@ them (``benchmarks.report``). Runs that fail stay in the table.
 """
 
 import argparse
+import glob
 import json
 import os
 import sys
@@ -26,6 +27,7 @@ from benchmarks.run import RESULTS_DIR, ROOT, machine_name, reevaluate, run_json
 
 RECIPE_DIR = os.path.join("properties", "recipe")
 RETEST_MODE = "uni99"  # the sampled protocol each best checkpoint is re-tested under by default
+BUDGET = "train_time_budget"
 
 
 def parse_recipe(token):
@@ -57,6 +59,27 @@ def result_path(dataset, token, seed, threads, extra):
     """One file per dataset, recipe token, seed and settings."""
     settings = recipe_settings_hash(dataset, token, threads, extra)
     return os.path.join(RESULTS_DIR, f"recipe-{slug(dataset)}-{slug(token)}-s{seed}-{settings}.json")
+
+
+def equivalent_result(dataset, token, seed, threads, extra):
+    """The result file of a finished run with this run's settings but for a ``train_time_budget``
+    it never reached (it stopped itself within this run's budget, so the budget decided
+    nothing), or ``None``: ``--reuse`` then takes it instead of training again."""
+    _, overrides = parse_recipe(token)
+    wanted = {key: value for key, value in {**overrides, **extra}.items() if key != BUDGET}
+    limit = float(extra.get(BUDGET, recipe_settings(token).get(BUDGET, float("inf"))))
+    pattern = os.path.join(RESULTS_DIR, f"recipe-{slug(dataset)}-{slug(token)}-s{seed}-*.json")
+    for path in sorted(glob.glob(pattern)):
+        with open(path) as f:
+            record = json.load(f)
+        own = {key: value for key, value in (record.get("overrides") or {}).items() if key != BUDGET}
+        if (record.get("label"), record.get("dataset"), record.get("seed"), record.get("threads")) != (
+                token, dataset, seed, threads) or own != wanted:
+            continue
+        if record.get("returncode") == 0 and not record.get("stopped_by_time_budget") \
+                and record.get("train_seconds", float("inf")) < limit:
+            return path
+    return None
 
 
 def run_recipe(dataset, token, seed, threads, extra, reeval):

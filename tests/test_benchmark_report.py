@@ -197,3 +197,31 @@ def test_headline_item_table_change_says_smaller_or_larger():
     assert size_change(2011, 1000) == "2.0x larger"
     assert size_change(1000, 1000) == "same"
     assert size_change(None, 1000) == ""
+
+
+def test_reuse_takes_a_run_whose_time_budget_decided_nothing(tmp_path, monkeypatch):
+    import json
+
+    import benchmarks.recipes as recipes
+
+    monkeypatch.setattr(recipes, "RESULTS_DIR", str(tmp_path))
+
+    def write(name, **fields):
+        record = {"label": "unified_ss+id_dim=4", "dataset": "D", "seed": 1, "threads": 1, "returncode": 0,
+                  "stopped_by_time_budget": False, "train_seconds": 900.0,
+                  "overrides": {"id_dim": "4", "train_time_budget": "5000"}}
+        record.update(fields)
+        (tmp_path / f"recipe-d-unified-ss-id-dim-4-s1-{name}.json").write_text(json.dumps(record))
+
+    write("a-stopped", stopped_by_time_budget=True)
+    write("b-threads", threads=2)
+    write("c-other", overrides={"id_dim": "4", "hidden_dropout_prob": "0.5"})
+    write("d-failed", returncode=1)
+    assert recipes.equivalent_result("D", "unified_ss+id_dim=4", 1, 1, {}) is None
+    write("e-good")
+    good = str(tmp_path / "recipe-d-unified-ss-id-dim-4-s1-e-good.json")
+    assert recipes.equivalent_result("D", "unified_ss+id_dim=4", 1, 1, {}) == good
+    assert recipes.equivalent_result("D", "unified_ss+id_dim=4", 1, 1, {"train_time_budget": "1000"}) == good
+    # a budget shorter than the run's training would have stopped it: not the same run
+    assert recipes.equivalent_result("D", "unified_ss+id_dim=4", 1, 1, {"train_time_budget": "600"}) is None
+    assert recipes.equivalent_result("D", "unified_ss+id_dim=4", 2, 1, {}) is None
