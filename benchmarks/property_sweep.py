@@ -14,8 +14,8 @@ unified-vs-ID question on other domains).
 Every run is a recipe run of :mod:`benchmarks.recipes` (``<recipe>+<property>=<value>``, its own
 JSON under benchmarks/results/, kept in RESULTS.md's recipe table); ``--reuse`` skips runs whose
 JSON already exists, or whose settings match a finished run's but for a ``train_time_budget``
-that run never reached; a value the recipe already sets is the recipe's own run (``unified_ss`` for
-``id_dim`` 8), so one setting has one file. Each best checkpoint is re-tested against 99 sampled
+that run never reached; a value the recipe already runs with (its yaml's or the model's default) is the
+recipe's own run (``unified_ss`` for ``id_dim`` 8), so one setting has one file. Each best checkpoint is re-tested against 99 sampled
 negatives (``--reeval uni99``, as the recipe runner does). Writes ``<out>.json``, ``.md`` and
 ``.png`` (default ``benchmarks/results/sweep-<recipe>-<property>``): NDCG@10 and Recall@10, seen
 items kept (RecBole's protocol) and removed (eSASRec's), and uni99 NDCG@10, against the value and
@@ -86,7 +86,8 @@ def summarise(records, value):
 
 def sweep_tokens(recipe, prop, values):
     """Each value's recipe token: ``<recipe>+<prop>=<value>``, the recipe itself where it
-    already sets ``prop`` to that value, or the value itself for ``--property recipe``."""
+    already runs with ``prop`` at that value (its yaml or UnifiedSASRec's default), or the
+    value itself for ``--property recipe``."""
     if prop == "recipe":
         return {value: value for value in values}
     own = recipe_settings(recipe)

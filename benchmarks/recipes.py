@@ -18,6 +18,7 @@ import argparse
 import glob
 import json
 import os
+import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -26,6 +27,7 @@ import yaml
 from benchmarks.run import RESULTS_DIR, ROOT, machine_name, reevaluate, run_json_command, settings_hash, slug
 
 RECIPE_DIR = os.path.join("properties", "recipe")
+MODEL_DEFAULTS = os.path.join("properties", "model", "UnifiedSASRec.yaml")
 RETEST_MODE = "uni99"  # the sampled protocol each best checkpoint is re-tested under by default
 BUDGET = "train_time_budget"
 
@@ -42,12 +44,29 @@ def parse_recipe(token):
     return name, overrides
 
 
-def recipe_settings(token):
-    """The properties a recipe token sets: its yaml file, then the token's own overrides."""
-    name, overrides = parse_recipe(token)
-    with open(os.path.join(ROOT, RECIPE_DIR, f"{name}.yaml"), encoding="utf-8") as f:
-        settings = yaml.safe_load(f) or {}
+def recipe_settings(token, commit=None):
+    """The properties a recipe run gets: UnifiedSASRec's defaults (every recipe runs it), the
+    recipe's yaml file over them, then the token's own overrides; the files as they are now,
+    or as they were at ``commit`` (``None`` if that commit or file cannot be read)."""
+    name, overrides = parse_recipe(token) if commit is None else (token.split("+")[0], dict(
+        pair.partition("=")[::2] for pair in token.split("+")[1:]))
+    settings = {}
+    for path in (MODEL_DEFAULTS, os.path.join(RECIPE_DIR, f"{name}.yaml")):
+        text = file_at(path, commit)
+        if text is None:
+            return None
+        settings.update(yaml.safe_load(text) or {})
     return {**settings, **{key: yaml.safe_load(value) for key, value in overrides.items()}}
+
+
+def file_at(path, commit=None):
+    """The text of the checkout's ``path`` now, or at ``commit``; ``None`` if it is not there."""
+    if commit is None:
+        with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+            return f.read()
+    git_path = os.path.relpath(os.path.realpath(os.path.join(ROOT, path)), ROOT)  # properties/ is a link
+    shown = subprocess.run(["git", "show", f"{commit}:{git_path}"], cwd=ROOT, capture_output=True, text=True)
+    return shown.stdout if shown.returncode == 0 else None
 
 
 def recipe_settings_hash(dataset, token, threads, extra):
@@ -61,25 +80,52 @@ def result_path(dataset, token, seed, threads, extra):
     return os.path.join(RESULTS_DIR, f"recipe-{slug(dataset)}-{slug(token)}-s{seed}-{settings}.json")
 
 
+def effective_settings(token, extra, commit=None):
+    """What a run of ``token`` with ``--set extra`` is given, but its time budget (values parsed
+    as yaml, so ``8`` and ``8.0`` agree), from the recipe files now or at ``commit``."""
+    settings = recipe_settings(token, commit)
+    if settings is None:
+        return None
+    settings.update({key: yaml.safe_load(str(value)) for key, value in extra.items()})
+    settings.pop(BUDGET, None)
+    return settings
+
+
 def equivalent_result(dataset, token, seed, threads, extra):
-    """The result file of a finished run with this run's settings but for a ``train_time_budget``
-    it never reached (it stopped itself within this run's budget, so the budget decided
-    nothing), or ``None``: ``--reuse`` then takes it instead of training again."""
-    _, overrides = parse_recipe(token)
-    wanted = {key: value for key, value in {**overrides, **extra}.items() if key != BUDGET}
-    limit = float(extra.get(BUDGET, recipe_settings(token).get(BUDGET, float("inf"))))
-    pattern = os.path.join(RESULTS_DIR, f"recipe-{slug(dataset)}-{slug(token)}-s{seed}-*.json")
-    for path in sorted(glob.glob(pattern)):
+    """The result file of a finished run given the same properties (under any token: a
+    recipe's own default spelt out is the same run; read from the recipe files at the run's
+    commit) but for a ``train_time_budget`` it never reached (it stopped itself within this
+    run's budget, so the budget decided nothing), or ``None``; the first by file name where
+    several qualify. ``--reuse`` then takes it instead of training again. Runs of uncommitted
+    code are never taken."""
+    wanted = effective_settings(token, extra)
+    defaults = yaml.safe_load(file_at(MODEL_DEFAULTS)) or {}
+    budget = extra.get(BUDGET, recipe_settings(token).get(BUDGET))
+    limit = float("inf") if budget in (None, "None") else float(budget)
+    for path in sorted(glob.glob(os.path.join(RESULTS_DIR, f"recipe-{slug(dataset)}-*-s{seed}-*.json"))):
         with open(path) as f:
             record = json.load(f)
-        own = {key: value for key, value in (record.get("overrides") or {}).items() if key != BUDGET}
-        if (record.get("label"), record.get("dataset"), record.get("seed"), record.get("threads")) != (
-                token, dataset, seed, threads) or own != wanted:
+        if (record.get("dataset"), record.get("seed"), record.get("threads"), record.get("returncode"),
+                record.get("git_dirty")) != (dataset, seed, threads, 0, False) or record.get("stopped_by_time_budget"):
             continue
-        if record.get("returncode") == 0 and not record.get("stopped_by_time_budget") \
+        settings = effective_settings(record.get("label", ""), record.get("overrides") or {}, record.get("git_commit"))
+        if settings is not None and same_settings(wanted, settings, defaults) \
                 and record.get("train_seconds", float("inf")) < limit:
             return path
     return None
+
+
+def same_settings(wanted, theirs, defaults):
+    """Whether a run given ``theirs`` (at its commit) was given ``wanted``. A property newer
+    than that run is one it ran at today's default (new properties default to the old
+    behaviour), so it matches only where ``wanted`` keeps that default."""
+    for key in wanted.keys() | theirs.keys():
+        if key in wanted and key in theirs:
+            if wanted[key] != theirs[key]:
+                return False
+        elif key in wanted and wanted[key] != defaults.get(key):
+            return False
+    return True
 
 
 def run_recipe(dataset, token, seed, threads, extra, reeval):

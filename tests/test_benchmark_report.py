@@ -102,7 +102,9 @@ def test_property_sweep_tokens_vary_one_property_or_compare_whole_recipes():
     # the value unified_ss.yaml already sets is the recipe's own run, not a second file of the same setting
     assert sweep_tokens("unified_ss", "id_dim", ["8", "32"]) == {"8": "unified_ss", "32": "unified_ss+id_dim=32"}
     assert sweep_tokens("unified_ss+id_dim=0", "id_dim", ["0"]) == {"0": "unified_ss+id_dim=0"}
-    assert sweep_tokens("unified_ss", "rq_unique_last_level", ["False"]) == {"False": "unified_ss+rq_unique_last_level=False"}
+    # so is UnifiedSASRec's own default (every recipe runs it); other values get their own token
+    assert sweep_tokens("unified_ss", "rq_unique_last_level", ["False", "True"]) == {
+        "False": "unified_ss", "True": "unified_ss+rq_unique_last_level=True"}
     assert sweep_tokens("unified_ss", "recipe", ["id_ss", "unified_ss+id_dim=16"]) == {
         "id_ss": "id_ss", "unified_ss+id_dim=16": "unified_ss+id_dim=16"}
 
@@ -208,7 +210,7 @@ def test_reuse_takes_a_run_whose_time_budget_decided_nothing(tmp_path, monkeypat
 
     def write(name, **fields):
         record = {"label": "unified_ss+id_dim=4", "dataset": "D", "seed": 1, "threads": 1, "returncode": 0,
-                  "stopped_by_time_budget": False, "train_seconds": 900.0,
+                  "git_commit": None, "git_dirty": False, "stopped_by_time_budget": False, "train_seconds": 900.0,
                   "overrides": {"id_dim": "4", "train_time_budget": "5000"}}
         record.update(fields)
         (tmp_path / f"recipe-d-unified-ss-id-dim-4-s1-{name}.json").write_text(json.dumps(record))
@@ -217,11 +219,26 @@ def test_reuse_takes_a_run_whose_time_budget_decided_nothing(tmp_path, monkeypat
     write("b-threads", threads=2)
     write("c-other", overrides={"id_dim": "4", "hidden_dropout_prob": "0.5"})
     write("d-failed", returncode=1)
+    write("e-dirty", git_dirty=True)
     assert recipes.equivalent_result("D", "unified_ss+id_dim=4", 1, 1, {}) is None
-    write("e-good")
-    good = str(tmp_path / "recipe-d-unified-ss-id-dim-4-s1-e-good.json")
+    write("f-good")
+    good = str(tmp_path / "recipe-d-unified-ss-id-dim-4-s1-f-good.json")
     assert recipes.equivalent_result("D", "unified_ss+id_dim=4", 1, 1, {}) == good
     assert recipes.equivalent_result("D", "unified_ss+id_dim=4", 1, 1, {"train_time_budget": "1000"}) == good
     # a budget shorter than the run's training would have stopped it: not the same run
     assert recipes.equivalent_result("D", "unified_ss+id_dim=4", 1, 1, {"train_time_budget": "600"}) is None
     assert recipes.equivalent_result("D", "unified_ss+id_dim=4", 2, 1, {}) is None
+    # the recipe's own value spelt out is the same run, under another token
+    assert recipes.equivalent_result("D", "unified_ss+id_dim=4+id_dim=4", 1, 1, {}) == good
+    assert recipes.equivalent_result("D", "unified_ss+id_dim=4", 1, 1, {"n_layers": "1"}) == good  # unified_ss sets 1
+    assert recipes.equivalent_result("D", "unified_ss+id_dim=4", 1, 1, {"n_layers": "2"}) is None
+
+
+def test_a_property_newer_than_a_run_matches_only_at_its_default():
+    from benchmarks.recipes import same_settings
+
+    defaults = {"new_switch": False}
+    assert same_settings({"a": 1, "new_switch": False}, {"a": 1}, defaults)
+    assert not same_settings({"a": 1, "new_switch": True}, {"a": 1}, defaults)
+    assert not same_settings({"a": 2, "new_switch": False}, {"a": 1}, defaults)
+    assert same_settings({"a": 1}, {"a": 1, "removed_since": 3}, defaults)
