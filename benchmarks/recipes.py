@@ -32,11 +32,9 @@ RETEST_MODE = "uni99"  # the sampled protocol each best checkpoint is re-tested 
 BUDGET = "train_time_budget"
 
 
-def parse_recipe(token):
+def split_recipe(token):
     """``"unified_ss+id_dim=32"`` -> ``("unified_ss", {"id_dim": "32"})``."""
     name, *pairs = token.split("+")
-    if not os.path.isfile(os.path.join(ROOT, RECIPE_DIR, f"{name}.yaml")):
-        raise SystemExit(f"No recipe {os.path.join(RECIPE_DIR, name + '.yaml')}")
     overrides = {}
     for pair in pairs:
         key, _, value = pair.partition("=")
@@ -44,12 +42,19 @@ def parse_recipe(token):
     return name, overrides
 
 
+def parse_recipe(token):
+    """:func:`split_recipe` of a token whose recipe file exists in this checkout."""
+    name, overrides = split_recipe(token)
+    if not os.path.isfile(os.path.join(ROOT, RECIPE_DIR, f"{name}.yaml")):
+        raise SystemExit(f"No recipe {os.path.join(RECIPE_DIR, name + '.yaml')}")
+    return name, overrides
+
+
 def recipe_settings(token, commit=None):
     """The properties a recipe run gets: UnifiedSASRec's defaults (every recipe runs it), the
     recipe's yaml file over them, then the token's own overrides; the files as they are now,
     or as they were at ``commit`` (``None`` if that commit or file cannot be read)."""
-    name, overrides = parse_recipe(token) if commit is None else (token.split("+")[0], dict(
-        pair.partition("=")[::2] for pair in token.split("+")[1:]))
+    name, overrides = parse_recipe(token) if commit is None else split_recipe(token)
     settings = {}
     for path in (MODEL_DEFAULTS, os.path.join(RECIPE_DIR, f"{name}.yaml")):
         text = file_at(path, commit)
