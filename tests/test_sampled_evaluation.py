@@ -71,3 +71,20 @@ def test_models_that_group_histories_themselves_are_left_alone():
     with sampled_predict_from_full_sort(model) as wrapper:
         assert wrapper is None
         assert model.predict.__func__ is GroupsItself.predict
+
+
+def test_speed_benchmark_times_both_paths_to_the_same_metrics(tiny_dataset, tmp_path):
+    # benchmarks/sampled_eval_speed.py: the grouped path and RecBole's row-by-row path draw the
+    # same negatives (re-seeded), so their metrics agree; it writes what it timed
+    import json
+
+    from benchmarks.sampled_eval_speed import main
+
+    result = run("SASRec", tiny_dataset.name, config_file_list=[str(tiny_dataset.yaml_path)],
+                 config_dict=tiny_dataset.config_dict(checkpoint_dir=str(tmp_path / "saved"), **SMALL_SASREC))
+    out = tmp_path / "speed.json"
+    record = main([f"--model_file={result['model_file']}", "--eval_mode=uni5", f"--out={out}"])
+    assert json.loads(out.read_text())["eval_mode"] == "uni5"
+    grouped, row_by_row = record["full_sort_grouped"], record["row_by_row"]
+    assert grouped["test"] == pytest.approx(row_by_row["test"]) and grouped["valid"] == pytest.approx(row_by_row["valid"])
+    assert grouped["seconds"] > 0 and row_by_row["seconds"] > 0
