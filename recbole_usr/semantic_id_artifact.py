@@ -235,7 +235,8 @@ def check_same_text(dataset_name, stored_digest, current_digest):
             f"The item text of '{dataset_name}' no longer matches this checkpoint: its semantic IDs were "
             f"computed from text embeddings {stored_digest[:12]}, the current .item file, text_fields "
             f"and text_encoder give {current_digest[:12]}. Restore the item text the model was trained on, "
-            "or train again."
+            "or train again. Same text on another machine can encode to other float bits: then copy the "
+            "text-embedding cache (text_cache_dir, default dataset/<name>/) from the machine that trained it."
         )
 
 
