@@ -13,10 +13,11 @@ unified-vs-ID question on other domains).
 
 Every run is a recipe run of :mod:`benchmarks.recipes` (``<recipe>+<property>=<value>``, its own
 JSON under benchmarks/results/, kept in RESULTS.md's recipe table); ``--reuse`` skips runs whose
-JSON already exists, or whose settings match a finished run's but for a ``train_time_budget``
-that run never reached; a value the recipe already runs with (its yaml's or the model's default) is the
-recipe's own run (``unified_ss`` for ``id_dim`` 8), so one setting has one file. Each best checkpoint is re-tested against 99 sampled
-negatives (``--reeval uni99``, as the recipe runner does). Writes ``<out>.json``, ``.md`` and
+JSON already exists or that match a finished run given the same properties (under any token, or
+a ``train_time_budget`` it never reached: :func:`benchmarks.recipes.equivalent_result`); a value
+the recipe already runs with (its yaml's or the model's default) is the recipe's own run
+(``unified_ss`` for ``id_dim`` 8), so one setting has one file. Each best checkpoint is re-tested
+against 99 sampled negatives (``--reeval uni99``, as the recipe runner does). Writes ``<out>.json``, ``.md`` and
 ``.png`` (default ``benchmarks/results/sweep-<recipe>-<property>``): NDCG@10 and Recall@10, seen
 items kept (RecBole's protocol) and removed (eSASRec's), and uni99 NDCG@10, against the value and
 the item table's size, with the command, code, seeds, threads and versions. Failed runs are
@@ -202,8 +203,8 @@ def main(argv=None):
         for job in jobs:
             equivalent = None if os.path.isfile(paths[job]) else equivalent_result(*job, args.threads, extra)
             if equivalent:
-                print(f"[property_sweep] reusing {os.path.basename(equivalent)} (same settings; it stopped "
-                      "itself within this run's time budget)", flush=True)
+                print(f"[property_sweep] reusing {os.path.basename(equivalent)} (same properties; it "
+                      "stopped itself within this run's time budget)", flush=True)
                 paths[job] = equivalent
     todo = [job for job in jobs if not (args.reuse and os.path.isfile(paths[job]))]
     with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:

@@ -113,7 +113,8 @@ def equivalent_result(dataset, token, seed, threads, extra):
         if (record.get("dataset"), record.get("seed"), record.get("threads"), record.get("returncode"),
                 record.get("git_dirty")) != (dataset, seed, threads, 0, False) or record.get("stopped_by_time_budget"):
             continue
-        settings = effective_settings(record.get("label", ""), record.get("overrides") or {}, record.get("git_commit"))
+        settings = effective_settings(record.get("label", ""), record.get("overrides") or {},
+                                      record.get("git_commit"))
         if settings is not None and same_settings(wanted, settings, defaults) \
                 and record.get("train_seconds", float("inf")) < limit:
             return path

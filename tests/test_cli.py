@@ -144,6 +144,7 @@ def test_evaluate_retests_a_seen_removed_checkpoint_under_its_own_protocol(tiny_
     assert again["valid_result"] == pytest.approx(result["best_valid_result"], abs=1e-9)
     assert again["test_result"] == pytest.approx(result["test_result"], abs=1e-9)
     for name in ("history_kept", "history_removed"):
-        assert again["test_result_by_protocol"][name] == pytest.approx(result["test_result_by_protocol"][name], abs=1e-9)
+        expected = result["test_result_by_protocol"][name]
+        assert again["test_result_by_protocol"][name] == pytest.approx(expected, abs=1e-9)
     assert again["seen_share"] == pytest.approx(result["seen_share"])
     assert set(result["seen_share"]) == {"seen_share@5", "seen_share@10"}

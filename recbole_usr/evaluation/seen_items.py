@@ -95,7 +95,8 @@ class SeenShare:
         processes' ``(seen, rows)`` to pool (default: this one's)."""
         counts = counts or [(self.seen, self.rows)]
         seen, rows = sum(c[0] for c in counts), sum(c[1] for c in counts)
-        return {f"seen_share@{k}": float(seen[i]) / (rows * k) if rows else float("nan") for i, k in enumerate(self.topk)}
+        return {f"seen_share@{k}": float(seen[i]) / (rows * k) if rows else float("nan")
+                for i, k in enumerate(self.topk)}
 
 
 PROTOCOL_NAMES = {False: "history_kept", True: "history_removed"}
