@@ -8,15 +8,14 @@ INF = float("inf")
 
 
 class StubMask:
-    """Marks fixed (row, item) pairs as seen, as SeenItemMask.apply does."""
+    """Fixed (row, item) pairs as seen, as SeenItemMask.seen_pairs gives them."""
 
     def __init__(self, seen):
         self.rows = torch.tensor([row for row, items in seen.items() for _ in items])
         self.items = torch.tensor([item for items in seen.values() for item in items])
 
-    def apply(self, interaction, scores):
-        scores[self.rows, self.items] = -INF
-        return scores
+    def seen_pairs(self, interaction, device):
+        return self.rows.to(device), self.items.to(device)
 
 
 def test_seen_share_counts_history_items_in_each_top_k_and_leaves_scores_alone():

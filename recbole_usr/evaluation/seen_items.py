@@ -28,12 +28,21 @@ class SeenItemMask:
         self.uid_field = train_dataset.uid_field
         self.item_seq_field = train_dataset.iid_field + train_dataset.config["LIST_SUFFIX"]
 
-    def apply(self, interaction, scores):
+    def seen_pairs(self, interaction, device):
+        """``(row, item)`` of every seen item of each row, as two flat tensors on ``device``
+        (an item may appear twice; padding 0 may appear: it is never ranked)."""
         users = interaction[self.uid_field].to(self.indptr.device)
         rows, items = csr_rows(self.indptr, self.items, users)
-        scores[rows.to(scores.device), items.to(scores.device)] = -np.inf
+        rows, items = rows.to(device), items.to(device)
         if self.item_seq_field in interaction.interaction:
-            scores.scatter_(1, interaction[self.item_seq_field].to(scores.device), -np.inf)  # column 0 is -inf anyway
+            sequences = interaction[self.item_seq_field].to(device)
+            seq_rows = torch.arange(len(sequences), device=device).repeat_interleave(sequences.shape[1])
+            rows, items = torch.cat([rows, seq_rows]), torch.cat([items, sequences.reshape(-1)])
+        return rows, items
+
+    def apply(self, interaction, scores):
+        rows, items = self.seen_pairs(interaction, scores.device)
+        scores[rows, items] = -np.inf
         return scores
 
 
@@ -84,8 +93,10 @@ class SeenShare:
 
     def count(self, interaction, scores):
         top = scores.topk(self.topk[-1], dim=1).indices
-        seen_scores = self.mask.apply(interaction, scores.clone()).gather(1, top)
-        seen = torch.isinf(seen_scores) & ~torch.isinf(scores.gather(1, top))  # padding is -inf in both
+        rows, items = self.mask.seen_pairs(interaction, scores.device)
+        width = scores.shape[1]  # (row, item) -> one key, so no copy of the score matrix is needed
+        top_keys = torch.arange(len(scores), device=scores.device)[:, None] * width + top
+        seen = torch.isin(top_keys, rows * width + items) & ~torch.isinf(scores.gather(1, top))  # padding: -inf
         self.seen += torch.stack([seen[:, :k].sum() for k in self.topk]).cpu()
         self.rows += len(scores)
         return scores
