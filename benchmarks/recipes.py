@@ -15,6 +15,7 @@ them (``benchmarks.report``). Runs that fail stay in the table.
 """
 
 import argparse
+import functools
 import glob
 import json
 import os
@@ -70,6 +71,13 @@ def file_at(path, commit=None):
         with open(os.path.join(ROOT, path), encoding="utf-8") as f:
             return f.read()
     git_path = os.path.relpath(os.path.realpath(os.path.join(ROOT, path)), ROOT)  # properties/ is a link
+    return committed_file(commit, git_path)
+
+
+@functools.lru_cache(maxsize=None)
+def committed_file(commit, git_path):
+    """``git show commit:git_path`` (``None`` if absent): a commit never changes, so each is read
+    once per process, however many result records were made at it."""
     shown = subprocess.run(["git", "show", f"{commit}:{git_path}"], cwd=ROOT, capture_output=True, text=True)
     return shown.stdout if shown.returncode == 0 else None
 

@@ -23,7 +23,7 @@ from recbole.utils import init_seed  # noqa: E402
 from benchmarks.child import runtime  # noqa: E402
 from benchmarks.run import provenance  # noqa: E402
 from recbole_usr.evaluate import evaluate_valid_and_test  # noqa: E402
-from recbole_usr.evaluation.seen_items import PROTOCOL_NAMES  # noqa: E402
+from recbole_usr.evaluation.seen_items import own_protocol  # noqa: E402
 from recbole_usr.quick_start import load_data_and_model  # noqa: E402
 from recbole_usr.utils import write_results  # noqa: E402
 
@@ -35,7 +35,7 @@ def timed_evaluation(config, model, train_data, valid_data, test_data, from_full
     init_seed(config["seed"], True)  # RecBole draws the negatives anew on every pass
     config["sampled_eval_from_full_sort"] = from_full_sort
     valid, test_by_protocol, _, seconds = evaluate_valid_and_test(config, model, train_data, valid_data, test_data)
-    test = test_by_protocol[PROTOCOL_NAMES[bool(config["filter_seen_items"])]]
+    test = test_by_protocol[own_protocol(config)]
     return {"seconds": seconds, "valid": {m: float(valid[m]) for m in METRICS},
             "test": {m: float(test[m]) for m in METRICS}}
 

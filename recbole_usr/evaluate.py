@@ -47,14 +47,14 @@ def evaluate_checkpoint(model_file, eval_mode=None):
     ``test_result`` is under the checkpoint's own protocol, as the run reported it."""
     from recbole.utils import set_color
 
-    from recbole_usr.evaluation.seen_items import PROTOCOL_NAMES
+    from recbole_usr.evaluation.seen_items import own_protocol
     from recbole_usr.quick_start import load_data_and_model
 
     config, model, _, train_data, valid_data, test_data = load_data_and_model(model_file, eval_mode=eval_mode)
     valid_result, test_by_protocol, seen_share, seconds = evaluate_valid_and_test(
         config, model, train_data, valid_data, test_data
     )
-    mode, protocol = config["eval_args"]["mode"]["test"], PROTOCOL_NAMES[bool(config["filter_seen_items"])]
+    mode, protocol = config["eval_args"]["mode"]["test"], own_protocol(config)
     getLogger().info(set_color(f"valid result [{mode}]", "yellow") + f": {valid_result}")
     for name, result in test_by_protocol.items():
         getLogger().info(set_color(f"test result [{mode}, {name}]", "yellow") + f": {result}")

@@ -42,6 +42,7 @@ from recbole_usr.evaluation.seen_items import (
     SeenItemMask,
     SeenShare,
     full_sort_scores_transformed,
+    own_protocol,
     seen_items_removed,
 )
 from recbole_usr.quantization import degenerate_code_warnings
@@ -301,7 +302,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, npr
         wait_for_all_ranks(config)  # rank 0 has written the best checkpoint every rank now loads
         start = time.time()
         test_by_protocol, seen_share = test_both_protocols(trainer, seen_mask, test_data, saved, config)
-        test_result = test_by_protocol[PROTOCOL_NAMES[filter_seen]]
+        test_result = test_by_protocol[own_protocol(config)]
         test_seconds = time.time() - start
 
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
@@ -319,7 +320,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, npr
         "best_valid_result": dict(best_valid_result or {}),
         "test_result": dict(test_result),
         "test_result_by_protocol": {name: dict(result) for name, result in test_by_protocol.items()},
-        "protocol": PROTOCOL_NAMES[filter_seen],
+        "protocol": own_protocol(config),
         "seen_share": seen_share,  # share of the top k that is the user's history, seen items kept
         "model_file": trainer.saved_model_file if saved else None,
         "train_seconds": train_seconds,

@@ -111,3 +111,8 @@ class SeenShare:
 
 
 PROTOCOL_NAMES = {False: "history_kept", True: "history_removed"}
+
+
+def own_protocol(config):
+    """The protocol a run selects on and reports as its ``test_result`` (``filter_seen_items``)."""
+    return PROTOCOL_NAMES[bool(config["filter_seen_items"])]
