@@ -10,12 +10,13 @@ device (gloo on CPU, NCCL on GPU), and the spawned ranks run the function they a
 plugin's :func:`recbole_usr.quick_start.run`, which passes itself), so plugin models, properties
 and both evaluation protocols work the same with one process or many.
 
-Nothing here is global to a user's process: the trainer patch is applied inside the spawned
-ranks, for the duration of their run, and unlike RecBole no rank sets ``CUDA_VISIBLE_DEVICES``
+Nothing here is global to a user's process: the patches (DDP on CPU, directories that ranks
+create at once) are applied inside the spawned ranks, for the duration of their run, and unlike RecBole no rank sets ``CUDA_VISIBLE_DEVICES``
 (rank ``i`` uses the ``i``-th GPU listed in ``gpu_id``).
 """
 
 import contextlib
+import os
 
 import torch
 from recbole.config import Config
@@ -65,17 +66,31 @@ def cpu_aware_ddp(module, device_ids=None, **kwargs):
     return DistributedDataParallel(module, device_ids=None if on_cpu else device_ids, **kwargs)
 
 
-@contextlib.contextmanager
-def recbole_trainer_ddp_on_cpu():
-    """Within the context, RecBole's trainers wrap CPU models in DDP the way torch accepts."""
-    import recbole.trainer.trainer as recbole_trainer
+def ensure_dir_shared(dir_path):
+    """RecBole's ``ensure_dir`` that does not fail when another rank created the directory
+    between its existence check and ``makedirs`` (every rank makes ``saved/`` and ``log/``)."""
+    os.makedirs(dir_path, exist_ok=True)
 
-    saved = recbole_trainer.DistributedDataParallel
-    recbole_trainer.DistributedDataParallel = cpu_aware_ddp
+
+@contextlib.contextmanager
+def recbole_patched_for_ranks():
+    """Within the context, RecBole's trainers wrap CPU models in DDP the way torch accepts, and
+    its logger, trainer and dataloader saving make directories that concurrent ranks share."""
+    import recbole.data.utils as recbole_data_utils
+    import recbole.trainer.trainer as recbole_trainer
+    import recbole.utils.logger as recbole_logger
+
+    patches = [(recbole_trainer, "DistributedDataParallel", cpu_aware_ddp)]
+    patches += [(module, "ensure_dir", ensure_dir_shared)
+                for module in (recbole_trainer, recbole_logger, recbole_data_utils)]
+    saved = [(module, name, getattr(module, name)) for module, name, _ in patches]
+    for module, name, value in patches:
+        setattr(module, name, value)
     try:
         yield
     finally:
-        recbole_trainer.DistributedDataParallel = saved
+        for module, name, value in saved:
+            setattr(module, name, value)
 
 
 def shared_value(value, config):
@@ -108,10 +123,12 @@ def rank_worker(local_rank, run, run_args, queue):
     model, dataset, config_file_list, config_dict = run_args
     config_dict = {**config_dict, "local_rank": local_rank}
     try:
-        with recbole_trainer_ddp_on_cpu():
+        with recbole_patched_for_ranks():
             result = run(model, dataset, config_file_list, config_dict)
         if local_rank == 0:
             queue.put(result)
+        if torch.distributed.is_initialized():
+            torch.distributed.barrier()  # no rank tears the group down while another still uses it
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
