@@ -6,8 +6,9 @@ reloaded checkpoint must not refit its tokenizer, and a checkpoint whose item te
 changed since training must be refused rather than scored with codes for other text.
 
 The artifact holds the fitted RQ tokenizer's weights (encoder, codebooks, decoder), every
-item's codes ``[n_items, L]`` (row 0 = padding, zeros), the digest of the text-embedding
-matrix the codes were computed from, and the items the tokenizer was fitted on (under a
+item's codes ``[n_items, L]`` (row 0 = padding, zeros), the digest and a small sketch of the
+text-embedding matrix the codes were computed from (the sketch lets a checkpoint move to a
+machine whose encoder gives the same text other float bits), and the items the tokenizer was fitted on (under a
 cold-item split: the warm items only; held-out items get their codes from the frozen
 tokenizer, as a new item would in production).
 
@@ -52,6 +53,7 @@ class SemanticIDArtifact:
     fit_items: torch.Tensor  # sorted internal ids the tokenizer was fitted on
     settings: dict  # rq_*, semantic_dim, seed
     history: list  # the fit's mean losses per epoch
+    text_sketch: torch.Tensor = None  # text_sketch(text) [n_items, SKETCH_DIRECTIONS]; None in older files
 
     @property
     def stats(self):
@@ -71,7 +73,8 @@ class SemanticIDArtifact:
         return {"format": ARTIFACT_FORMAT, "codes": self.codes, "tokenizer_state": self.tokenizer_state,
                 "codebook_size": self.codebook_size, "text_digest": self.text_digest,
                 "fit_items": self.fit_items, "settings": json.dumps(self.settings, sort_keys=True),
-                "history": json.dumps(self.history)}
+                "history": json.dumps(self.history),
+                **({} if self.text_sketch is None else {"text_sketch": self.text_sketch})}
 
     @classmethod
     def from_dict(cls, stored):
@@ -79,11 +82,32 @@ class SemanticIDArtifact:
             raise BadCacheError(f"format {stored.get('format')!r}, expected {ARTIFACT_FORMAT}")
         return cls(stored["codes"], stored["tokenizer_state"], int(stored["codebook_size"]),
                    stored["text_digest"], stored["fit_items"], json.loads(stored["settings"]),
-                   json.loads(stored["history"]))
+                   json.loads(stored["history"]), stored.get("text_sketch"))
 
 
 def tensor_digest(tensor):
     return hashlib.sha1(tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+SKETCH_DIRECTIONS = 8
+SKETCH_TOLERANCE = 1e-3  # encoders on other hardware differ by ~1e-6; another text moves a row by ~1e-2 or more
+
+
+def text_sketch(text):
+    """Every item's unit-length text embedding projected on fixed random unit directions,
+    ``[n_items, SKETCH_DIRECTIONS]``: the same text encoded on another machine lands within
+    float rounding of it, while an item whose text changed moves by far more than
+    ``SKETCH_TOLERANCE`` on some direction."""
+    generator = torch.Generator().manual_seed(0)
+    directions = torch.randn(text.shape[1], SKETCH_DIRECTIONS, generator=generator, dtype=torch.float64)
+    directions /= directions.norm(dim=0)
+    rows = torch.nn.functional.normalize(text.detach().cpu().double(), dim=1)
+    return (rows @ directions).float()
+
+
+def text_fingerprint(text):
+    """What :func:`check_same_text` compares: the exact digest and the sketch."""
+    return {"text_digest": tensor_digest(text), "text_sketch": text_sketch(text)}
 
 
 def tokenizer_settings(config, **overrides):
@@ -143,7 +167,7 @@ def fit_semantic_ids(settings, text, fit_items, show_progress=False, desc="RQ to
         codes[1:] = tokenizer.encode(text[1:], first=fit_mask(text.shape[0], fit_items))
     state = {key: value.detach().clone() for key, value in tokenizer.state_dict().items()}
     return SemanticIDArtifact(codes, state, tokenizer.codebook_size, tensor_digest(text), fit_items, settings,
-                              history)
+                              history, text_sketch(text))
 
 
 def cache_path(cache_dir, name, settings, text_digest, fit_items):
@@ -163,6 +187,8 @@ def read_artifact(path, settings, text, fit_items):
         raise BadCacheError("built for other settings or other item text")
     if not torch.equal(artifact.fit_items, fit_items):
         raise BadCacheError("fitted on another set of items")
+    if artifact.text_sketch is None:  # written before sketches: its digest is this text's, so sketch it now
+        artifact.text_sketch = text_sketch(text)
     codes = artifact.codes
     if codes.dtype != torch.long or codes.shape[0] != text.shape[0] or (
             codes.numel() and (codes.min() < 0 or codes.max() >= artifact.codebook_size)):
@@ -228,23 +254,42 @@ def semantic_ids_for(config, dataset):
     return artifact if artifact is not None else prepare_semantic_ids(config, dataset)
 
 
-def check_same_text(dataset_name, stored_digest, current_digest):
-    """Refuse a checkpoint whose semantic IDs were computed from other item text."""
-    if stored_digest != current_digest:
-        raise ValueError(
-            f"The item text of '{dataset_name}' no longer matches this checkpoint: its semantic IDs were "
-            f"computed from text embeddings {stored_digest[:12]}, the current .item file, text_fields "
-            f"and text_encoder give {current_digest[:12]}. Restore the item text the model was trained on, "
-            "or train again. Same text on another machine can encode to other float bits: then copy the "
-            "text-embedding cache (text_cache_dir, default dataset/<name>/) from the machine that trained it."
-        )
+def check_same_text(dataset_name, stored, current):
+    """Refuse a checkpoint whose semantic IDs were computed from other item text.
+
+    ``stored`` and ``current`` hold ``text_digest`` and (optionally) ``text_sketch``. Equal
+    digests pass; otherwise equal sketches within ``SKETCH_TOLERANCE`` pass too (the same
+    text, encoded on other hardware), so a checkpoint trained on a GPU loads on a CPU."""
+    stored_digest, current_digest = stored["text_digest"], current["text_digest"]
+    if stored_digest == current_digest:
+        return
+    stored_sketch, current_sketch = stored.get("text_sketch"), current.get("text_sketch")
+    why = "the checkpoint predates text sketches, so only bit-identical embeddings pass"
+    if stored_sketch is not None and current_sketch is not None:
+        if stored_sketch.shape != current_sketch.shape:
+            why = f"{stored_sketch.shape[0] - 1} items then, {current_sketch.shape[0] - 1} now"
+        else:
+            gaps = (stored_sketch - current_sketch).abs().amax(dim=1)
+            if gaps.max().item() <= SKETCH_TOLERANCE:
+                getLogger().info(f"Item text of '{dataset_name}': embeddings differ from the checkpoint's in "
+                                 f"float rounding only (largest sketch gap {gaps.max().item():.1e}); accepted.")
+                return
+            changed = (gaps > SKETCH_TOLERANCE).nonzero().squeeze(1)
+            why = (f"{len(changed)} item(s) encode differently, internal ids "
+                   f"{changed[:5].tolist()}{' ...' if len(changed) > 5 else ''}")
+    raise ValueError(
+        f"The item text of '{dataset_name}' no longer matches this checkpoint ({why}): its semantic IDs were "
+        f"computed from text embeddings {stored_digest[:12]}, the current .item file, text_fields "
+        f"and text_encoder give {current_digest[:12]}. Restore the item text the model was trained on, "
+        "or train again."
+    )
 
 
 def attach_checkpoint_semantic_ids(config, dataset, stored):
     """Attach a checkpoint's artifact to ``dataset`` (no fit), after checking that the item
     text still gives the embeddings the codes were computed from."""
     artifact = SemanticIDArtifact.from_dict(stored)
-    check_same_text(config["dataset"], artifact.text_digest, tensor_digest(load_item_text_embeddings(config, dataset)))
+    check_same_text(config["dataset"], stored, text_fingerprint(load_item_text_embeddings(config, dataset)))
     setattr(dataset, DATASET_ATTRIBUTE, artifact)
     return artifact
 
@@ -265,5 +310,5 @@ class CarriesSemanticIDs:
         stored = (para or {}).get("semantic_ids")
         built_with = getattr(self, "semantic_ids", None)
         if stored is not None and built_with is not None:
-            check_same_text(self.semantic_ids_dataset, stored["text_digest"], built_with["text_digest"])
+            check_same_text(self.semantic_ids_dataset, stored, built_with)
         super().load_other_parameter(para)

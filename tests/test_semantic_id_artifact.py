@@ -165,6 +165,43 @@ def test_reload_with_changed_item_text_is_refused(shared_encoder, tiny_dataset, 
         model.load_other_parameter(checkpoint["other_parameter"])
 
 
+def test_same_text_encoded_with_other_float_bits_passes_and_a_changed_item_is_named():
+    text = synthetic_text(n_items=50, dim=24)
+    stored = artifacts.text_fingerprint(text)
+    rounding = text + 1e-6 * torch.randn(text.shape, generator=torch.Generator().manual_seed(1))
+    rounding[0] = 0
+    assert artifacts.tensor_digest(rounding) != stored["text_digest"]
+    artifacts.check_same_text("Toy", stored, artifacts.text_fingerprint(rounding))  # accepted
+    edited = rounding.clone()
+    edited[17] = 0.98 * edited[17] + 0.2 * text[3]  # item 17's text changed a little
+    with pytest.raises(ValueError, match=r"1 item\(s\) encode differently, internal ids \[17\]"):
+        artifacts.check_same_text("Toy", stored, artifacts.text_fingerprint(edited))
+    with pytest.raises(ValueError, match="50 items then, 49 now"):
+        artifacts.check_same_text("Toy", stored, artifacts.text_fingerprint(text[:-1]))
+    older = {"text_digest": stored["text_digest"]}  # a checkpoint written before sketches
+    artifacts.check_same_text("Toy", older, artifacts.text_fingerprint(text))
+    with pytest.raises(ValueError, match="predates text sketches"):
+        artifacts.check_same_text("Toy", older, artifacts.text_fingerprint(rounding))
+
+
+def test_checkpoint_reloads_where_the_encoder_gives_other_float_bits(shared_encoder, tiny_dataset, tmp_path,
+                                                                     monkeypatch):
+    result = run("UnifiedSASRec", tiny_dataset.name, [str(tiny_dataset.yaml_path)],
+                 tiny_dataset.config_dict(**{**SMALL, "epochs": 1}, checkpoint_dir=str(tmp_path / "saved")))
+    real_load = artifacts.load_item_text_embeddings
+
+    def other_machine(config, dataset):
+        text = real_load(config, dataset)
+        noise = 1e-6 * text.abs().max() * torch.randn(text.shape, generator=torch.Generator().manual_seed(0))
+        noise[0] = 0  # the padding row stays zeros
+        return text + noise
+
+    monkeypatch.setattr(artifacts, "load_item_text_embeddings", other_machine)
+    _, model, _, _, _, _ = load_data_and_model(result["model_file"])
+    stored = torch.load(result["model_file"], weights_only=False)["other_parameter"]["semantic_ids"]
+    assert torch.equal(model.semantic_ids["codes"], stored["codes"])  # the checkpoint's codes, not refitted
+
+
 @pytest.fixture
 def distinct_text(monkeypatch):
     """A 12-d 'text embedding' per item, distinct per item and keyed by its raw token."""
