@@ -11,8 +11,9 @@ plugin's :func:`recbole_usr.quick_start.run`, which passes itself), so plugin mo
 and both evaluation protocols work the same with one process or many.
 
 Nothing here is global to a user's process: the patches (DDP on CPU, directories that ranks
-create at once) are applied inside the spawned ranks, for the duration of their run, and unlike RecBole no rank sets ``CUDA_VISIBLE_DEVICES``
-(rank ``i`` uses the ``i``-th GPU listed in ``gpu_id``).
+create at once) are applied inside the spawned ranks, for the duration of their run, and
+unlike RecBole no rank sets ``CUDA_VISIBLE_DEVICES`` (rank ``i`` uses the ``i``-th GPU listed
+in ``gpu_id``).
 """
 
 import contextlib

@@ -8,9 +8,9 @@ changed since training must be refused rather than scored with codes for other t
 The artifact holds the fitted RQ tokenizer's weights (encoder, codebooks, decoder), every
 item's codes ``[n_items, L]`` (row 0 = padding, zeros), the digest and a small sketch of the
 text-embedding matrix the codes were computed from (the sketch lets a checkpoint move to a
-machine whose encoder gives the same text other float bits), and the items the tokenizer was fitted on (under a
-cold-item split: the warm items only; held-out items get their codes from the frozen
-tokenizer, as a new item would in production).
+machine whose encoder gives the same text other float bits), and the items the tokenizer was
+fitted on (under a cold-item split: the warm items only; held-out items get their codes from
+the frozen tokenizer, as a new item would in production).
 
 The fit is a function of the text, the fit items, the ``rq_*`` properties,
 ``semantic_dim`` and ``seed`` alone: parameters are initialised under a forked global RNG,
