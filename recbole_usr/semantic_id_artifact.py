@@ -254,12 +254,14 @@ def semantic_ids_for(config, dataset):
     return artifact if artifact is not None else prepare_semantic_ids(config, dataset)
 
 
-def check_same_text(dataset_name, stored, current):
+def check_same_text(dataset_name, stored, current, item_tokens=None):
     """Refuse a checkpoint whose semantic IDs were computed from other item text.
 
     ``stored`` and ``current`` hold ``text_digest`` and (optionally) ``text_sketch``. Equal
     digests pass; otherwise equal sketches within ``SKETCH_TOLERANCE`` pass too (the same
-    text, encoded on other hardware), so a checkpoint trained on a GPU loads on a CPU."""
+    text, encoded on other hardware), so a checkpoint trained on a GPU loads on a CPU. The
+    error names the changed items by ``item_tokens(internal ids)`` where given (the raw ids
+    a user knows), else by internal id."""
     stored_digest, current_digest = stored["text_digest"], current["text_digest"]
     if stored_digest == current_digest:
         return
@@ -275,8 +277,9 @@ def check_same_text(dataset_name, stored, current):
                                  f"float rounding only (largest sketch gap {gaps.max().item():.1e}); accepted.")
                 return
             changed = (gaps > SKETCH_TOLERANCE).nonzero().squeeze(1)
-            why = (f"{len(changed)} item(s) encode differently, internal ids "
-                   f"{changed[:5].tolist()}{' ...' if len(changed) > 5 else ''}")
+            shown = [str(token) for token in item_tokens(changed[:5].numpy())] if item_tokens else \
+                [f"internal id {index}" for index in changed[:5].tolist()]
+            why = f"{len(changed)} item(s) encode differently: {', '.join(shown)}{' ...' if len(changed) > 5 else ''}"
     raise ValueError(
         f"The item text of '{dataset_name}' no longer matches this checkpoint ({why}): its semantic IDs were "
         f"computed from text embeddings {stored_digest[:12]}, the current .item file, text_fields "
@@ -289,7 +292,8 @@ def attach_checkpoint_semantic_ids(config, dataset, stored):
     """Attach a checkpoint's artifact to ``dataset`` (no fit), after checking that the item
     text still gives the embeddings the codes were computed from."""
     artifact = SemanticIDArtifact.from_dict(stored)
-    check_same_text(config["dataset"], stored, text_fingerprint(load_item_text_embeddings(config, dataset)))
+    check_same_text(config["dataset"], stored, text_fingerprint(load_item_text_embeddings(config, dataset)),
+                    item_tokens=lambda ids: dataset.id2token(dataset.iid_field, ids))
     setattr(dataset, DATASET_ATTRIBUTE, artifact)
     return artifact
 
