@@ -6,6 +6,9 @@ import textwrap
 FOOTER_FONT_SIZE = 6
 CHARS_PER_INCH = 19      # 6-pt characters that fit in an inch of footer
 LINE_INCHES = 0.11       # height of a 6-pt footer line
+TITLE_FONT_SIZE = 10
+TITLE_CHARS_PER_INCH = 12  # 10-pt characters that fit in an inch of title
+TITLE_LINE_INCHES = 0.17   # height of a 10-pt title line
 
 
 def versions_text(versions, leave_out=()):
@@ -14,14 +17,18 @@ def versions_text(versions, leave_out=()):
 
 
 def finish_figure(fig, path, footer, title=None, dpi=80):
-    """Wrap ``footer`` to the figure's width below the axes, add ``title``, save to ``path``."""
+    """Wrap ``footer`` below the axes and ``title`` above them to the figure's width (a long
+    comparison's title was clipped at both edges), save to ``path``."""
     import matplotlib.pyplot as plt
 
     lines = textwrap.wrap(footer.replace("`", ""), width=int(fig.get_figwidth() * CHARS_PER_INCH))
     footer_height = (0.05 + LINE_INCHES * len(lines)) / fig.get_figheight()
+    title_top = 1.0
     if title:
-        fig.suptitle(title, fontsize=10)
+        title_lines = textwrap.wrap(title, width=int(fig.get_figwidth() * TITLE_CHARS_PER_INCH))
+        fig.suptitle("\n".join(title_lines), fontsize=TITLE_FONT_SIZE)
+        title_top = 1.0 - (0.05 + TITLE_LINE_INCHES * len(title_lines)) / fig.get_figheight()
     fig.text(0.01, 0.005, "\n".join(lines), fontsize=FOOTER_FONT_SIZE, va="bottom")
-    fig.tight_layout(rect=(0, footer_height, 1, 0.95 if title else 1))
+    fig.tight_layout(rect=(0, footer_height, 1, title_top))
     fig.savefig(path, dpi=dpi)
     plt.close(fig)

@@ -129,7 +129,7 @@ def write_plot(path, dataset, table, info):
     import matplotlib.pyplot as plt
 
     columns = [(p, m) for p in PROTOCOLS for m in METRICS[::-1]]
-    fig, ax = plt.subplots(figsize=(8, 3.8))
+    fig, ax = plt.subplots(figsize=(10, 3.8))
     width = 0.8 / len(table)
     for i, row in enumerate(table):
         means = [row[f"{p}/{m}"][0] or 0.0 for p, m in columns]
@@ -143,11 +143,12 @@ def write_plot(path, dataset, table, info):
                 ax.hlines(published[metric], j - width / 2, j + width * (len(table) - 0.5), colors="k",
                           linestyles="dashed", label="eSASRec benchmark" if metric == "recall@10" else None)
     ax.set_xticks([j + width * (len(table) - 1) / 2 for j in range(len(columns))])
-    ax.set_xticklabels([f"{m.replace('recall', 'R').replace('ndcg', 'N')}\n{PROTOCOLS[p]}" for p, m in columns],
+    protocol_lines = {p: name.replace(" (", "\n(") for p, name in PROTOCOLS.items()}  # narrow ticks
+    ax.set_xticklabels([f"{m.replace('recall', 'R').replace('ndcg', 'N')}\n{protocol_lines[p]}" for p, m in columns],
                        fontsize=8)
     ax.set_ylabel("test, full ranking", fontsize=8)
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never on them
     codes = "; ".join(f"{row['value']} {', '.join(row['code'])}" for row in table)
     seeds = "; ".join(",".join(map(str, row["seeds"])) for row in table)
     finish_figure(fig, path, f"{info['command']} | built at {info['git_describe']} | runs: {codes} | seeds {seeds} | "

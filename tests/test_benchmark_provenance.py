@@ -169,3 +169,23 @@ def test_figure_footer_fits_the_figure_and_stays_below_the_axes(tmp_path):
     assert text.x0 >= 0 and text.x1 <= fig.bbox.x1  # wrapped to the figure's width, not clipped
     assert text.y1 <= axes_area.y0  # under the axes and their labels, not over them
     assert fig.texts[-1].get_text().count("\n") >= 3
+
+
+def test_a_long_figure_title_is_wrapped_inside_the_figure_above_the_axes(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from benchmarks.figures import finish_figure
+
+    title = "Amazon_Sports_and_Outdoors: " + " vs ".join(["unified_ss, id_dim 64, item dropout 0.2"] * 3)
+    fig, ax = plt.subplots(figsize=(5, 3))
+    finish_figure(fig, tmp_path / "f.png", "footer", title=title)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    (heading,) = [t for t in fig.findobj(matplotlib.text.Text) if t.get_text().startswith("Amazon_Sports")]
+    extent = heading.get_window_extent(renderer)
+    assert extent.x0 >= 0 and extent.x1 <= fig.bbox.x1  # not clipped at either edge
+    assert extent.y0 >= ax.get_tightbbox(renderer).y1  # above the axes, not over them
+    assert heading.get_text().count("\n") >= 2

@@ -201,6 +201,30 @@ def test_headline_item_table_change_says_smaller_or_larger():
     assert size_change(None, 1000) == ""
 
 
+def test_headline_legend_sits_beside_the_bars_not_on_them(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    import benchmarks.headline as headline
+
+    figures = []
+    monkeypatch.setattr(headline, "finish_figure", lambda fig, path, footer, title: figures.append(fig))
+    table = [{"value": f"row {i}", "seeds": [1, 2, 3], "code": ["abc"],
+              **{f"{p}/{m}": (0.05 + 0.01 * i, 0.001) for p in headline.PROTOCOLS for m in headline.METRICS}}
+             for i in range(4)]
+    info = {"command": "c", "git_describe": "g", "threads": 1, "versions": "v"}
+    headline.write_plot(tmp_path / "h.png", "Amazon_Sports_and_Outdoors", table, info)
+    fig = figures[0]
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent(renderer)
+    bars = [patch.get_window_extent(renderer) for patch in ax.patches]
+    assert len(bars) == 16
+    assert not any(legend.overlaps(bar) for bar in bars)
+
+
 def test_reuse_takes_a_run_whose_time_budget_decided_nothing(tmp_path, monkeypatch):
     import json
 
