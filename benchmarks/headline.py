@@ -135,7 +135,8 @@ def write_plot(path, dataset, table, info):
         means = [row[f"{p}/{m}"][0] or 0.0 for p, m in columns]
         sds = [row[f"{p}/{m}"][1] or 0.0 for p, m in columns]
         ax.bar([j + i * width for j in range(len(columns))], means, width, yerr=sds, capsize=3,
-               label=f"{row['value']} ({len(row['seeds'])} seeds)", color=f"C{i}")
+               label=f"{row['value']} ({len(row['seeds'])} seed{'' if len(row['seeds']) == 1 else 's'})",
+               color=f"C{i}")
     published = PUBLISHED_SEEN_REMOVED.get(dataset)
     if published:
         for j, (protocol, metric) in enumerate(columns):

@@ -223,6 +223,7 @@ def test_headline_legend_sits_beside_the_bars_not_on_them(tmp_path, monkeypatch)
     bars = [patch.get_window_extent(renderer) for patch in ax.patches]
     assert len(bars) == 16
     assert not any(legend.overlaps(bar) for bar in bars)
+    assert [t.get_text() for t in ax.get_legend().get_texts()][1] == "row 0 (3 seeds)"
 
 
 def test_reuse_takes_a_run_whose_time_budget_decided_nothing(tmp_path, monkeypatch):
