@@ -22,7 +22,7 @@ import sys
 
 from benchmarks.figures import finish_figure, versions_text
 from benchmarks.property_sweep import METRICS, PROTOCOLS, cell, seen_share_cell, summarise
-from benchmarks.report import PUBLISHED_SEEN_REMOVED, code_label, threads_used, warnings_of
+from benchmarks.report import PUBLISHED_SEEN_REMOVED, threads_used, warnings_of
 from benchmarks.run import RESULTS_DIR, provenance, slug
 
 
@@ -77,7 +77,6 @@ def summarise_rows(rows):
         ok = [r for r in records if r.get("returncode") == 0 and r.get("test_result_by_protocol")]
         row["best_epochs"] = [r["best_valid_index"] + 1 for r in ok if r.get("best_valid_index") is not None]
         row["peak_memory_mib"] = max((r["peak_memory_mib"] for r in ok if r.get("peak_memory_mib")), default=None)
-        row["code"] = sorted({code_label(r) for r in records})
         row["warnings"] = sorted({w for r in records for w in warnings_of(r)})
         row["files"] = [r["file"] for r in records]
         row["commands"] = sorted({re.sub(r"--seed=\d+", "--seed=<seed>", r.get("command", "")) for r in records})

@@ -42,7 +42,8 @@ from benchmarks.recipes import (
     result_path,
     run_recipe,
 )
-from benchmarks.run import RESULTS_DIR, slug
+from benchmarks.report import code_label
+from benchmarks.run import RESULTS_DIR, code_state, slug
 
 PROTOCOLS = {"history_kept": "seen kept (RecBole)", "history_removed": "seen removed (eSASRec)"}
 METRICS = ("ndcg@10", "recall@10")
@@ -82,6 +83,7 @@ def summarise(records, value):
     shares = [seen_share_of(r) for r in ok]
     row[SEEN_SHARE] = mean_sd([s for s in shares if s is not None])
     row["seen_share_seeds"] = [r["seed"] for r, s in zip(ok, shares) if s is not None]
+    row["code"] = sorted({code_label(r) for r in records})  # reused runs keep their own commits
     return row
 
 
@@ -129,7 +131,7 @@ def seen_share_cell(row):
 def write_markdown(path, info, table):
     header = (["dataset", info["property"], "item table"] + [f"{m} {PROTOCOLS[p]}" for p in PROTOCOLS for m in METRICS]
               + [f"ndcg@10 {RETEST_MODE}", "seen in top 10 (kept)"])
-    lines = ["| " + " | ".join(header + ["seeds", "failed"]) + " |", "|" + "---|" * (len(header) + 2)]
+    lines = ["| " + " | ".join(header + ["seeds", "failed", "code"]) + " |", "|" + "---|" * (len(header) + 3)]
     for dataset, rows in table.items():
         for row in rows:
             budget = " ‡" if row["stopped_by_time_budget"] else ""
@@ -137,11 +139,13 @@ def write_markdown(path, info, table):
                      "–" if row["item_table"] is None else f"{row['item_table']:,}"]
             cells += [cell(row, f"{p}/{m}") for p in PROTOCOLS for m in METRICS] + [cell(row, f"{RETEST_MODE}/ndcg@10")]
             cells += [seen_share_cell(row)]
-            cells += [",".join(map(str, row["seeds"])) or "–", ",".join(map(str, row["failed"])) or "–"]
+            cells += [",".join(map(str, row["seeds"])) or "–", ",".join(map(str, row["failed"])) or "–",
+                      ", ".join(row["code"])]
             lines.append("| " + " | ".join(cells) + " |")
     text = [f"# {sweep_title(info)}", "",
             f"Command: `{info['command']}`", "",
-            f"Code {info['git_describe']}, {info['threads']} torch thread(s) per run, {info['machine']}, "
+            f"Built at {info['git_describe']}; each run's code in the last column. "
+            f"{info['threads']} torch thread(s) per run, {info['machine']}, "
             f"{info['versions']}. Mean ± sd over the seeds listed; ‡: some run stopped by `train_time_budget` "
             "(not converged). Item table: trainable item-representation parameters. Seen in top 10: "
             "share of the top 10, seen items kept, that is the user's own history (the items the "
@@ -175,8 +179,9 @@ def write_plot(path, info, table):
             ax.set_title(dataset, fontsize=9)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    finish_figure(fig, path, f"{info['command']} | code {info['git_describe']} | seeds {info['seeds']} | "
-                  f"{info['threads']} thread(s) | {info['versions']}", sweep_title(info))
+    codes = "; ".join(f"{row['value']} {', '.join(row['code'])}" for rows in table.values() for row in rows)
+    finish_figure(fig, path, f"{info['command']} | built at {info['git_describe']} | runs: {codes} | "
+                  f"seeds {info['seeds']} | {info['threads']} thread(s) | {info['versions']}", sweep_title(info))
 
 
 def main(argv=None):
@@ -220,7 +225,7 @@ def main(argv=None):
     info = {"command": "python -m benchmarks.property_sweep " + " ".join(sys.argv[1:] if argv is None else argv),
             "recipe": "recipes" if args.property == "recipe" else args.recipe, "property": args.property,
             "seeds": args.seeds, "threads": args.threads,
-            "git_describe": first.get("git_describe"), "machine": first.get("machine"),
+            "git_describe": code_state()["git_describe"], "machine": first.get("machine"),
             "versions": versions_text(first.get("versions"))}
     out = args.out or os.path.join(RESULTS_DIR, f"sweep-{slug(info['recipe'])}-{slug(args.property)}")
     with open(out + ".json", "w", encoding="utf-8") as f:

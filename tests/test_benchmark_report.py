@@ -192,6 +192,21 @@ def test_property_sweep_table_shows_spread_only_where_there_are_several_seeds(tm
     assert "0.1500 ± 0.0707" in two
 
 
+def test_property_sweep_names_the_code_of_every_run_it_reuses(tmp_path):
+    from benchmarks.property_sweep import summarise, write_markdown
+
+    old = dict(recipe_record(1, "h", 0.1, 0.2), parameter_counts={"item_embedding": 1})
+    new = dict(old, seed=2, git_describe="def5678")
+    table = {"D": [summarise([old, new], "8"), summarise([new], "16")]}
+    info = {"property": "id_dim", "recipe": "r", "command": "c", "git_describe": "fff0000", "threads": 1,
+            "machine": "M", "versions": "v"}
+    write_markdown(tmp_path / "t.md", info, table)
+    text = (tmp_path / "t.md").read_text()
+    eight, sixteen = [line for line in text.splitlines() if line.startswith("| D |")]
+    assert eight.endswith("| abc1234, def5678 |") and sixteen.endswith("| def5678 |")
+    assert "Built at fff0000" in text and "Code fff0000" not in text
+
+
 def test_headline_item_table_change_says_smaller_or_larger():
     from benchmarks.headline import size_change
 
