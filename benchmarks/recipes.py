@@ -83,8 +83,11 @@ def committed_file(commit, git_path):
 
 
 def recipe_settings_hash(dataset, token, threads, extra):
-    """Everything a recipe run is given but its seed (``--set`` and threads included)."""
-    return settings_hash({"dataset": dataset, "recipe": token, "threads": threads, **extra})
+    """Everything a recipe run is given but its seed: the recipe's properties as its files say
+    now (an edited recipe is another setting, so its runs get another file and ``--reuse`` does
+    not take the old ones by name), ``--set`` and threads."""
+    return settings_hash({"dataset": dataset, "recipe": token, "threads": threads,
+                          "properties": recipe_settings(token), **extra})
 
 
 def result_path(dataset, token, seed, threads, extra):

@@ -274,6 +274,24 @@ def test_reuse_takes_a_run_whose_time_budget_decided_nothing(tmp_path, monkeypat
     assert recipes.equivalent_result("D", "unified_ss+id_dim=4", 1, 1, {"n_layers": "2"}) is None
 
 
+def test_an_edited_recipe_file_gives_its_runs_another_result_file(tmp_path, monkeypatch):
+    import benchmarks.recipes as recipes
+
+    (tmp_path / "properties" / "model").mkdir(parents=True)
+    (tmp_path / "properties" / "recipe").mkdir()
+    (tmp_path / "properties" / "model" / "UnifiedSASRec.yaml").write_text("id_dim: 8\n")
+    recipe = tmp_path / "properties" / "recipe" / "id_ss.yaml"
+    recipe.write_text("item_repr: id\n")
+    monkeypatch.setattr(recipes, "ROOT", str(tmp_path))
+    before = recipes.result_path("D", "id_ss", 1, 1, {})
+    recipe.write_text("item_repr: id\nitem_emb_dropout_prob: 0.2\n")
+    edited = recipes.result_path("D", "id_ss", 1, 1, {})
+    assert edited != before  # --reuse cannot take a run of the old file by its name
+    assert recipes.result_path("D", "id_ss+item_emb_dropout_prob=0.2", 1, 1, {}) != edited  # token is part of it
+    recipe.write_text("item_repr: id\n")
+    assert recipes.result_path("D", "id_ss", 1, 1, {}) == before
+
+
 def test_a_property_newer_than_a_run_matches_only_at_its_default():
     from benchmarks.recipes import same_settings
 
