@@ -21,7 +21,7 @@ import re
 import sys
 
 from benchmarks.figures import finish_figure, versions_text
-from benchmarks.property_sweep import METRICS, PROTOCOLS, cell, seen_share_cell, summarise
+from benchmarks.property_sweep import METRICS, PROTOCOLS, cell, runs_code, seen_share_cell, summarise
 from benchmarks.report import PUBLISHED_SEEN_REMOVED, threads_used, warnings_of
 from benchmarks.run import RESULTS_DIR, provenance, slug
 
@@ -149,7 +149,7 @@ def write_plot(path, dataset, table, info):
     ax.set_ylabel("test, full ranking", fontsize=8)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never on them
-    codes = "; ".join(f"{row['value']} {', '.join(row['code'])}" for row in table)
+    codes = runs_code(table)
     seeds = "; ".join(",".join(map(str, row["seeds"])) for row in table)
     finish_figure(fig, path, f"{info['command']} | built at {info['git_describe']} | runs: {codes} | seeds {seeds} | "
                   f"{info['threads']} thread(s) | {info['versions']}",

@@ -128,6 +128,11 @@ def seen_share_cell(row):
     return text
 
 
+def runs_code(rows):
+    """``8 abc1234; 16 def5678, 0123abc``: each row's code, for a figure's footer."""
+    return "; ".join(f"{row['value']} {', '.join(row['code'])}" for row in rows)
+
+
 def write_markdown(path, info, table):
     header = (["dataset", info["property"], "item table"] + [f"{m} {PROTOCOLS[p]}" for p in PROTOCOLS for m in METRICS]
               + [f"ndcg@10 {RETEST_MODE}", "seen in top 10 (kept)"])
@@ -179,7 +184,7 @@ def write_plot(path, info, table):
             ax.set_title(dataset, fontsize=9)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    codes = "; ".join(f"{row['value']} {', '.join(row['code'])}" for rows in table.values() for row in rows)
+    codes = runs_code(row for rows in table.values() for row in rows)
     finish_figure(fig, path, f"{info['command']} | built at {info['git_describe']} | runs: {codes} | "
                   f"seeds {info['seeds']} | {info['threads']} thread(s) | {info['versions']}", sweep_title(info))
 
