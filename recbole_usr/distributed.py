@@ -10,14 +10,13 @@ device (gloo on CPU, NCCL on GPU), and the spawned ranks run the function they a
 plugin's :func:`recbole_usr.quick_start.run`, which passes itself), so plugin models, properties
 and both evaluation protocols work the same with one process or many.
 
-Nothing here is global to a user's process: the patches (DDP on CPU, directories that ranks
-create at once) are applied inside the spawned ranks, for the duration of their run, and
-unlike RecBole no rank sets ``CUDA_VISIBLE_DEVICES`` (rank ``i`` uses the ``i``-th GPU listed
+Nothing here is global to a user's process: the DDP-on-CPU patch is applied inside the spawned
+ranks, for the duration of their run (the directories they make at once:
+:mod:`recbole_usr.shared_dirs`), and unlike RecBole no rank sets ``CUDA_VISIBLE_DEVICES`` (rank ``i`` uses the ``i``-th GPU listed
 in ``gpu_id``).
 """
 
 import contextlib
-import os
 
 import torch
 from recbole.config import Config
@@ -67,31 +66,19 @@ def cpu_aware_ddp(module, device_ids=None, **kwargs):
     return DistributedDataParallel(module, device_ids=None if on_cpu else device_ids, **kwargs)
 
 
-def ensure_dir_shared(dir_path):
-    """RecBole's ``ensure_dir`` that does not fail when another rank created the directory
-    between its existence check and ``makedirs`` (every rank makes ``saved/`` and ``log/``)."""
-    os.makedirs(dir_path, exist_ok=True)
-
-
 @contextlib.contextmanager
 def recbole_patched_for_ranks():
-    """Within the context, RecBole's trainers wrap CPU models in DDP the way torch accepts, and
-    its logger, trainer and dataloader saving make directories that concurrent ranks share."""
-    import recbole.data.utils as recbole_data_utils
+    """Within the context, RecBole's trainers wrap CPU models in DDP the way torch accepts (the
+    directories every rank makes at once: :func:`recbole_usr.shared_dirs.recbole_dirs_shared`,
+    applied by every plugin run)."""
     import recbole.trainer.trainer as recbole_trainer
-    import recbole.utils.logger as recbole_logger
 
-    patches = [(recbole_trainer, "DistributedDataParallel", cpu_aware_ddp)]
-    patches += [(module, "ensure_dir", ensure_dir_shared)
-                for module in (recbole_trainer, recbole_logger, recbole_data_utils)]
-    saved = [(module, name, getattr(module, name)) for module, name, _ in patches]
-    for module, name, value in patches:
-        setattr(module, name, value)
+    original = recbole_trainer.DistributedDataParallel
+    recbole_trainer.DistributedDataParallel = cpu_aware_ddp
     try:
         yield
     finally:
-        for module, name, value in saved:
-            setattr(module, name, value)
+        recbole_trainer.DistributedDataParallel = original
 
 
 def shared_value(value, config):

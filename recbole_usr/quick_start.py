@@ -47,6 +47,7 @@ from recbole_usr.evaluation.seen_items import (
 )
 from recbole_usr.quantization import degenerate_code_warnings
 from recbole_usr.semantic_id_artifact import attach_checkpoint_semantic_ids, prepare_semantic_ids
+from recbole_usr.shared_dirs import recbole_dirs_shared
 from recbole_usr.trainer import named_losses
 from recbole_usr.utils import get_model, get_trainer
 
@@ -272,6 +273,12 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, npr
             raise ValueError("a multi-process run must save its checkpoint: every rank tests the best one.")
         return run_processes(run, model, dataset, config_file_list, config_dict, nproc, world_size, ip, port,
                              group_offset)
+    with recbole_dirs_shared():  # several runs (or ranks) may start in this working directory at once
+        return train_and_test(model, dataset, config_file_list, config_dict, saved)
+
+
+def train_and_test(model, dataset, config_file_list, config_dict, saved):
+    """:func:`run`'s work in this process (one rank of a multi-process run, or the only one)."""
     config = build_config(model, dataset, config_file_list, config_dict)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
@@ -412,7 +419,8 @@ def load_data_and_model(model_file, eval_mode=None):
     if eval_mode:
         set_eval_mode(config, eval_mode)
     init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
+    with recbole_dirs_shared():
+        init_logger(config)
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     init_seed(config["seed"], config["reproducibility"])

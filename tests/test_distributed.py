@@ -58,23 +58,3 @@ def test_two_cpu_processes_train_on_both_ranks_and_report_the_test_once(tmp_path
 def test_impossible_process_groups_are_refused_before_spawning(kwargs):
     with pytest.raises(ValueError):
         run_processes(run, "UnifiedSASRec", "ml-100k", **kwargs)
-
-
-def test_ranks_creating_the_same_directory_at_once_do_not_fail(tmp_path, monkeypatch):
-    import recbole.trainer.trainer as recbole_trainer
-    import recbole.utils.logger as recbole_logger
-
-    from recbole_usr.distributed import recbole_patched_for_ranks
-
-    shared = tmp_path / "saved"
-    shared.mkdir()  # another rank made it between this rank's existence check and its makedirs
-    monkeypatch.setattr(os.path, "exists", lambda path: False)
-    with pytest.raises(FileExistsError):
-        recbole_trainer.ensure_dir(str(shared))  # RecBole's own, as a rank without the patch runs it
-    with recbole_patched_for_ranks():
-        recbole_trainer.ensure_dir(str(shared))
-        recbole_logger.ensure_dir(str(shared))
-        recbole_trainer.ensure_dir(str(tmp_path / "new" / "dir"))
-    assert (tmp_path / "new" / "dir").is_dir()
-    with pytest.raises(FileExistsError):  # the patch ends with the context
-        recbole_trainer.ensure_dir(str(shared))
