@@ -11,9 +11,16 @@ TITLE_CHARS_PER_INCH = 12  # 10-pt characters that fit in an inch of title
 TITLE_LINE_INCHES = 0.17   # height of a 10-pt title line
 
 
-def versions_text(versions, leave_out=()):
-    """``torch 2.13.0, numpy 2.4.6, ...``: a record's package versions, one way everywhere."""
-    return ", ".join(f"{k} {v}" for k, v in (versions or {}).items() if v and k not in leave_out)
+def versions_text(*versions, leave_out=()):
+    """``torch 2.13.0, numpy 2.4.6, ...``: the package versions of one record or several, one way
+    everywhere; where runs differ every version used is named (``sentence-transformers 6.2.0 /
+    6.3.0``), so a table built from several sessions' runs names no version a run did not use."""
+    seen = {}
+    for record_versions in versions:
+        for name, version in (record_versions or {}).items():
+            if version and name not in leave_out and version not in seen.setdefault(name, []):
+                seen[name].append(version)
+    return ", ".join(f"{name} {' / '.join(found)}" for name, found in seen.items())
 
 
 def finish_figure(fig, path, footer, title=None, dpi=80):

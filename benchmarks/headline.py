@@ -169,7 +169,7 @@ def main(argv=None):
     info = {**provenance(), "command": "python -m benchmarks.headline " + " ".join(
                 a if "=" not in a and "*" not in a else f'"{a}"' for a in (argv if argv is not None else sys.argv[1:])),
             "threads": threads_used(first), "machine": first.get("machine"),
-            "versions": versions_text(first.get("versions"))}
+            "versions": versions_text(*(r.get("versions") for _, records in rows for r in records))}
     out = args.out or os.path.join(RESULTS_DIR, f"headline-{slug(args.dataset)}")
     write_markdown(out + ".md", args.dataset, table, info)
     write_plot(out + ".png", args.dataset, table, info)

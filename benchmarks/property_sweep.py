@@ -226,12 +226,13 @@ def main(argv=None):
 
     table = {d: [summarise([load((d, tokens[v], s)) for s in args.seeds], v) for v in args.values]
              for d in args.datasets}
-    first = load(jobs[0])
+    records = [load(job) for job in jobs]
+    first = records[0]
     info = {"command": "python -m benchmarks.property_sweep " + " ".join(sys.argv[1:] if argv is None else argv),
             "recipe": "recipes" if args.property == "recipe" else args.recipe, "property": args.property,
             "seeds": args.seeds, "threads": args.threads,
             "git_describe": code_state()["git_describe"], "machine": first.get("machine"),
-            "versions": versions_text(first.get("versions"))}
+            "versions": versions_text(*(record.get("versions") for record in records))}
     out = args.out or os.path.join(RESULTS_DIR, f"sweep-{slug(info['recipe'])}-{slug(args.property)}")
     with open(out + ".json", "w", encoding="utf-8") as f:
         json.dump({**info, "table": table}, f, indent=2)

@@ -300,3 +300,27 @@ def test_a_property_newer_than_a_run_matches_only_at_its_default():
     assert not same_settings({"a": 1, "new_switch": True}, {"a": 1}, defaults)
     assert not same_settings({"a": 2, "new_switch": False}, {"a": 1}, defaults)
     assert same_settings({"a": 1}, {"a": 1, "removed_since": 3}, defaults)
+
+
+def test_versions_name_every_version_the_runs_used():
+    from benchmarks.figures import versions_text
+
+    older = {"torch": "2.13.0", "sentence-transformers": "6.2.0", "python": "3.11.7"}
+    newer = {"torch": "2.13.0", "sentence-transformers": "6.3.0", "python": "3.11.7", "recbole": None}
+    assert versions_text(older) == "torch 2.13.0, sentence-transformers 6.2.0, python 3.11.7"
+    assert versions_text(older, newer, older, leave_out=("python",)) == "torch 2.13.0, sentence-transformers 6.2.0 / 6.3.0"
+
+
+def test_headline_footer_names_the_versions_of_every_row_not_the_first_run(tmp_path, monkeypatch):
+    import json
+
+    import benchmarks.headline as headline
+
+    monkeypatch.setattr(headline, "RESULTS_DIR", str(tmp_path))
+    monkeypatch.setattr(headline, "write_plot", lambda *args: None)
+    write_records(tmp_path, "base", [{**recipe_record(1, "h", 0.02, 0.04), "versions": {"st": "6.2.0"}}])
+    write_records(tmp_path, "new", [{**recipe_record(1, "g", 0.03, 0.05), "versions": {"st": "6.3.0"}}])
+    out = tmp_path / "h"
+    headline.main(["--dataset", "D", "--row", "base=base-s1.json", "--row", "new=new-s1.json", "--out", str(out)])
+    assert json.loads((tmp_path / "h.json").read_text())["versions"] == "st 6.2.0 / 6.3.0"
+    assert "st 6.2.0 / 6.3.0" in (tmp_path / "h.md").read_text()
