@@ -220,19 +220,18 @@ def main(argv=None):
     with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
         list(pool.map(lambda job: run_recipe(*job, args.threads, extra, args.reeval), todo))
 
-    def load(job):
+    records = {}
+    for job in jobs:
         with open(paths[job]) as f:
-            return json.load(f)
-
-    table = {d: [summarise([load((d, tokens[v], s)) for s in args.seeds], v) for v in args.values]
+            records[job] = json.load(f)
+    table = {d: [summarise([records[(d, tokens[v], s)] for s in args.seeds], v) for v in args.values]
              for d in args.datasets}
-    records = [load(job) for job in jobs]
-    first = records[0]
+    first = records[jobs[0]]
     info = {"command": "python -m benchmarks.property_sweep " + " ".join(sys.argv[1:] if argv is None else argv),
             "recipe": "recipes" if args.property == "recipe" else args.recipe, "property": args.property,
             "seeds": args.seeds, "threads": args.threads,
             "git_describe": code_state()["git_describe"], "machine": first.get("machine"),
-            "versions": versions_text(*(record.get("versions") for record in records))}
+            "versions": versions_text(*(record.get("versions") for record in records.values()))}
     out = args.out or os.path.join(RESULTS_DIR, f"sweep-{slug(info['recipe'])}-{slug(args.property)}")
     with open(out + ".json", "w", encoding="utf-8") as f:
         json.dump({**info, "table": table}, f, indent=2)

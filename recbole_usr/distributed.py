@@ -12,8 +12,8 @@ and both evaluation protocols work the same with one process or many.
 
 Nothing here is global to a user's process: the DDP-on-CPU patch is applied inside the spawned
 ranks, for the duration of their run (the directories they make at once:
-:mod:`recbole_usr.shared_dirs`), and unlike RecBole no rank sets ``CUDA_VISIBLE_DEVICES`` (rank ``i`` uses the ``i``-th GPU listed
-in ``gpu_id``).
+:mod:`recbole_usr.shared_dirs`), and unlike RecBole no rank sets ``CUDA_VISIBLE_DEVICES`` (rank
+``i`` uses the ``i``-th GPU listed in ``gpu_id``).
 """
 
 import contextlib
