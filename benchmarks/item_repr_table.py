@@ -46,6 +46,7 @@ from recbole_usr.quick_start import (  # noqa: E402
     record_epochs,
     unique_checkpoint_path,
 )
+from recbole_usr.shared_dirs import recbole_dirs_shared  # noqa: E402
 from recbole_usr.utils import get_trainer  # noqa: E402
 from benchmarks.child import runtime  # noqa: E402
 from benchmarks.figures import finish_figure  # noqa: E402
@@ -126,57 +127,59 @@ def train_and_evaluate(name, model_name, properties, args, extra, seed=None):
         **extra,
         **({"seed": seed} if seed is not None else {}),
     }
-    config = build_config(model_name, args.dataset, args.config_files, config_dict)
-    init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
-    logger = getLogger()
-    logger.info(f"=== {name}: {model_name} {properties}")
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    init_seed(config["seed"], config["reproducibility"])
-    start = time.time()
-    model = build_model(config, train_data._dataset)
-    build_seconds = time.time() - start
-    trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
-    trainer.saved_model_file = unique_checkpoint_path(config)
-    epoch_seconds = record_epochs(trainer)["train_epoch_seconds"]
-    start = time.time()
-    best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
-    train_seconds = time.time() - start
-    test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
-    slices = evaluate_slices(trainer.model, test_data, train_data._dataset, topk=[K])
-    if not args.keep_checkpoints and os.path.isfile(trainer.saved_model_file):
-        os.remove(trainer.saved_model_file)
-    counts, main_count = table_parameter_counts(trainer.model)
-    matches = all(
-        abs(slices["overall"][f"{metric}@{K}"] - test_result[f"{metric}@{K}"]) <= 1e-4
-        for metric in ("recall", "ndcg")
-        if f"{metric}@{K}" in test_result
-    )
-    return {
-        "seed": config["seed"],
-        "model": model_name,
-        "properties": properties,
-        "item_parameters": main_count,
-        "item_dim": int(getattr(getattr(trainer.model, "item_repr", None), "dim", config["hidden_size"] or 0)),
-        "parameter_counts": counts,
-        "code_statistics": getattr(getattr(trainer.model, "item_repr", None), "code_statistics", None),
-        "slices": slices,
-        "recbole_test_result": dict(test_result),
-        "matches_recbole": matches,
-        "best_valid_score": best_valid_score,
-        "best_valid_result": dict(best_valid_result or {}),
-        "n_cold_items_held_out": int(len(getattr(dataset, "cold_items", []))),
-        "build_seconds": build_seconds,
-        "train_seconds": train_seconds,
-        "train_epoch_seconds": epoch_seconds,
-    }
+    with recbole_dirs_shared():  # two tables started in one checkout make log/ and saved/ at once
+        config = build_config(model_name, args.dataset, args.config_files, config_dict)
+        init_seed(config["seed"], config["reproducibility"])
+        init_logger(config)
+        logger = getLogger()
+        logger.info(f"=== {name}: {model_name} {properties}")
+        dataset = create_dataset(config)
+        train_data, valid_data, test_data = data_preparation(config, dataset)
+        init_seed(config["seed"], config["reproducibility"])
+        start = time.time()
+        model = build_model(config, train_data._dataset)
+        build_seconds = time.time() - start
+        trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
+        trainer.saved_model_file = unique_checkpoint_path(config)
+        epoch_seconds = record_epochs(trainer)["train_epoch_seconds"]
+        start = time.time()
+        best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+        train_seconds = time.time() - start
+        test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
+        slices = evaluate_slices(trainer.model, test_data, train_data._dataset, topk=[K])
+        if not args.keep_checkpoints and os.path.isfile(trainer.saved_model_file):
+            os.remove(trainer.saved_model_file)
+        counts, main_count = table_parameter_counts(trainer.model)
+        matches = all(
+            abs(slices["overall"][f"{metric}@{K}"] - test_result[f"{metric}@{K}"]) <= 1e-4
+            for metric in ("recall", "ndcg")
+            if f"{metric}@{K}" in test_result
+        )
+        return {
+            "seed": config["seed"],
+            "model": model_name,
+            "properties": properties,
+            "item_parameters": main_count,
+            "item_dim": int(getattr(getattr(trainer.model, "item_repr", None), "dim", config["hidden_size"] or 0)),
+            "parameter_counts": counts,
+            "code_statistics": getattr(getattr(trainer.model, "item_repr", None), "code_statistics", None),
+            "slices": slices,
+            "recbole_test_result": dict(test_result),
+            "matches_recbole": matches,
+            "best_valid_score": best_valid_score,
+            "best_valid_result": dict(best_valid_result or {}),
+            "n_cold_items_held_out": int(len(getattr(dataset, "cold_items", []))),
+            "build_seconds": build_seconds,
+            "train_seconds": train_seconds,
+            "train_epoch_seconds": epoch_seconds,
+        }
 
 
 def aggregate(runs):
     """A representation's row from its runs (one per seed): each slice's Recall / NDCG as the
-    mean over seeds, with ``<metric>_sd`` beside it when there are several; empty slices
-    (NaN) stay NaN."""
+    mean over seeds, with ``<metric>_sd`` beside it when there are several; a slice empty in
+    some run (``evaluate_slices`` gives None, a JSON record may hold NaN) keeps the first
+    run's value and gets no mean."""
     row = {key: value for key, value in runs[0].items() if key not in ("seed", "slices", "recbole_test_result")}
     row["seeds"] = [r["seed"] for r in runs]
     row["slices"] = {}
@@ -186,7 +189,7 @@ def aggregate(runs):
             if not metric.startswith(("recall@", "ndcg@")):
                 continue
             values = [r["slices"][slice_name][metric] for r in runs]
-            if any(math.isnan(v) for v in values):
+            if any(v is None or math.isnan(v) for v in values):
                 continue
             merged[metric] = statistics.fmean(values)
             if len(values) > 1:
@@ -211,7 +214,8 @@ def write_plot(report, path):
     width = 0.8 / max(1, len(results))
     for ax, metric in zip(axes, (f"ndcg@{K}", f"recall@{K}")):
         for i, (name, row) in enumerate(results.items()):
-            means = [row["slices"].get(s, {}).get(metric, float("nan")) for s in slices]
+            means = [row["slices"].get(s, {}).get(metric) for s in slices]
+            means = [float("nan") if mean is None else mean for mean in means]  # an empty slice: no bar
             sds = [row["slices"].get(s, {}).get(f"{metric}_sd", 0.0) for s in slices]
             ax.bar([j + i * width for j in range(len(slices))], means, width, yerr=sds, capsize=2,
                    label=f"{name} ({row['item_parameters']:,})", color=f"C{i}")

@@ -118,11 +118,12 @@ def cell(row, key):
 
 
 def seen_share_cell(row):
-    """The seen share as a percentage, naming the seeds it covers when fewer than the row's."""
+    """The seen share as a percentage (its sd in percentage points), naming the seeds it covers
+    when fewer than the row's."""
     mean, sd = row[SEEN_SHARE]
     if mean is None:
         return "–"
-    text = f"{100 * mean:.1f}%" + (f" ± {100 * sd:.1f}" if len(row["seen_share_seeds"]) > 1 else "")
+    text = f"{100 * mean:.1f}%" + (f" ± {100 * sd:.1f} pp" if len(row["seen_share_seeds"]) > 1 else "")
     if len(row["seen_share_seeds"]) < len(row["seeds"]):
         text += f" (seed {','.join(map(str, row['seen_share_seeds']))})"
     return text

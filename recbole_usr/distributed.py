@@ -17,6 +17,7 @@ ranks, for the duration of their run (the directories they make at once:
 """
 
 import contextlib
+from unittest import mock
 
 import torch
 from recbole.config import Config
@@ -73,12 +74,8 @@ def recbole_patched_for_ranks():
     applied by every plugin run)."""
     import recbole.trainer.trainer as recbole_trainer
 
-    original = recbole_trainer.DistributedDataParallel
-    recbole_trainer.DistributedDataParallel = cpu_aware_ddp
-    try:
+    with mock.patch.object(recbole_trainer, "DistributedDataParallel", cpu_aware_ddp):
         yield
-    finally:
-        recbole_trainer.DistributedDataParallel = original
 
 
 def shared_value(value, config):

@@ -12,6 +12,7 @@ for a user's code outside a plugin run.
 
 import contextlib
 import os
+from unittest import mock
 
 
 def ensure_dir_shared(dir_path):
@@ -27,12 +28,7 @@ def recbole_dirs_shared():
     import recbole.trainer.trainer as recbole_trainer
     import recbole.utils.logger as recbole_logger
 
-    modules = (recbole_trainer, recbole_logger, recbole_data_utils)
-    saved = [(module, module.ensure_dir) for module in modules]
-    for module in modules:
-        module.ensure_dir = ensure_dir_shared
-    try:
+    with contextlib.ExitStack() as patches:
+        for module in (recbole_trainer, recbole_logger, recbole_data_utils):
+            patches.enter_context(mock.patch.object(module, "ensure_dir", ensure_dir_shared))
         yield
-    finally:
-        for module, original in saved:
-            module.ensure_dir = original

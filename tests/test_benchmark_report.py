@@ -91,7 +91,7 @@ def test_property_sweep_seen_share_comes_from_the_test_or_a_full_retest_and_name
     mean, sd = row["seen_share@10"]
     assert abs(mean - 0.20) < 1e-12 and abs(sd - 0.1414213562) < 1e-9  # run 3 has none: left out
     assert row["seen_share_seeds"] == [1, 2]
-    assert seen_share_cell(row) == "20.0% ± 14.1 (seed 1,2)"
+    assert seen_share_cell(row) == "20.0% ± 14.1 pp (seed 1,2)"
     assert seen_share_cell(summarise([base(3)], value=8)) == "–"
 
 
@@ -173,6 +173,7 @@ def test_item_repr_rows_average_seeds_per_slice_and_keep_empty_slices_empty():
     table = format_slice_table([("M", 10, row["slices"])], 10)
     assert "| M | 10 | 0.3000 ± 0.1414 | 0.1500 ± 0.0707 |" in table
     assert table.rstrip().endswith("| - | - |")  # the empty cold slice
+    assert "recall@10_sd" not in aggregate([run(1, 0.2, None), run(2, 0.2, None)])["slices"]["cold"]  # evaluate_slices' empty
     single = aggregate([run(1, 0.2, 0.1)])
     assert "recall@10_sd" not in single["slices"]["overall"]
     assert "| M | 10 | 0.2000 | 0.1000 |" in format_slice_table([("M", 10, single["slices"])], 10)

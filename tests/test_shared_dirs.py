@@ -45,3 +45,21 @@ def test_a_run_trains_when_another_made_log_and_saved_in_between(tiny_dataset, m
     result = run("SASRec", tiny_dataset.name, config_file_list=[str(tiny_dataset.yaml_path)], config_dict=settings)
     assert os.path.dirname(result["model_file"]) == "saved" and os.path.isfile(result["model_file"])
     assert result["test_result"]["ndcg@10"] >= 0
+
+
+def test_the_representation_table_trains_when_another_made_log_and_saved_in_between(tiny_dataset, tmp_path,
+                                                                                    monkeypatch):
+    import json
+
+    from benchmarks.item_repr_table import main
+
+    for directory in ("log/UnifiedSASRec", "saved"):
+        os.makedirs(directory)
+    racing(monkeypatch, "log", "log/UnifiedSASRec", "saved")
+    settings = [f"{key}={value}" for key, value in SMALL_SASREC.items() if key != "epochs"]
+    out = tmp_path / "table"
+    main(["--dataset", tiny_dataset.name, "--epochs", "1", "--reprs", "id", "--out", str(out),
+          "--config_files", str(tiny_dataset.yaml_path),
+          "--set", f"data_path={tiny_dataset.data_path}", "checkpoint_dir=saved", *settings])
+    report = json.loads((tmp_path / "table.json").read_text())
+    assert [run["seed"] for run in report["runs"]["id"]] == [2020]
