@@ -5,7 +5,8 @@ unigram / bigram / SentencePiece, hashed IDs; Singh et al., arXiv 2306.08121), o
 RecBole's own SASRec, all on the same cold-item split (``--cold_item_ratio`` of the items
 never appear in training), once per seed, and writes ``<out>.json``, ``<out>.md`` and
 ``<out>.png``: Recall@10 / NDCG@10 overall and per slice of the test target (mean ± sd over
-the seeds), with the item-representation parameter counts.
+the seeds) under both full-ranking protocols (the user's seen items kept, RecBole's; removed,
+the eSASRec benchmark's), with the item-representation parameter counts.
 
     python benchmarks/item_repr_table.py --quick            # ml-100k, 5 epochs, a few minutes on CPU
     python benchmarks/item_repr_table.py --dataset Amazon_Beauty --epochs 50
@@ -14,8 +15,8 @@ the seeds), with the item-representation parameter counts.
         --reprs id,ngram1,ngram2,ngram2_k64,spm,hash,unified \
         --config_files properties/recipe/unified_ss.yaml --set hidden_size=256
 
-Each run's overall numbers are also taken from RecBole's own evaluator and checked against
-the slice code's (``matches_recbole`` in the JSON).
+Each run's overall numbers with seen items kept are also taken from RecBole's own evaluator
+and checked against the slice code's (``matches_recbole`` in the JSON).
 """
 
 import argparse
@@ -38,6 +39,7 @@ from recbole.utils import init_logger, init_seed  # noqa: E402
 
 from recbole_usr.data.cold_start import create_dataset  # noqa: E402
 from recbole_usr.evaluation import evaluate_slices  # noqa: E402
+from recbole_usr.evaluation.seen_items import SeenItemMask  # noqa: E402
 from recbole_usr.evaluation.slices import SLICE_NAMES, format_slice_table  # noqa: E402
 from recbole_usr.quick_start import (  # noqa: E402
     build_config,
@@ -65,6 +67,10 @@ REPRESENTATIONS = {
     "sasrec": ("SASRec", {}),  # RecBole's SASRec: ID table, prefix training (slow on CPU)
 }
 DEFAULT_REPRS = "id,ngram1,ngram2,spm,hash"
+# a run's per-slice metrics under each full-ranking protocol -> how the report names it
+PROTOCOL_SLICES = ("slices", "slices_seen_removed")
+PROTOCOL_TITLES = {"slices": "Seen items kept (RecBole's protocol)",
+                   "slices_seen_removed": "Seen items removed (the eSASRec benchmark's protocol)"}
 K = 10
 
 
@@ -147,6 +153,9 @@ def train_and_evaluate(name, model_name, properties, args, extra, seed=None):
         train_seconds = time.time() - start
         test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
         slices = evaluate_slices(trainer.model, test_data, train_data._dataset, topk=[K])
+        seen_mask = SeenItemMask(train_data._dataset, trainer.device)
+        slices_seen_removed = evaluate_slices(trainer.model, test_data, train_data._dataset, topk=[K],
+                                              seen_mask=seen_mask)
         if not args.keep_checkpoints and os.path.isfile(trainer.saved_model_file):
             os.remove(trainer.saved_model_file)
         counts, main_count = table_parameter_counts(trainer.model)
@@ -163,7 +172,8 @@ def train_and_evaluate(name, model_name, properties, args, extra, seed=None):
             "item_dim": int(getattr(getattr(trainer.model, "item_repr", None), "dim", config["hidden_size"] or 0)),
             "parameter_counts": counts,
             "code_statistics": getattr(getattr(trainer.model, "item_repr", None), "code_statistics", None),
-            "slices": slices,
+            "slices": slices,  # seen items kept (RecBole's protocol)
+            "slices_seen_removed": slices_seen_removed,  # removed (the eSASRec benchmark's)
             "recbole_test_result": dict(test_result),
             "matches_recbole": matches,
             "best_valid_score": best_valid_score,
@@ -180,21 +190,25 @@ def aggregate(runs):
     mean over seeds, with ``<metric>_sd`` beside it when there are several; a slice empty in
     some run (``evaluate_slices`` gives None, a JSON record may hold NaN) keeps the first
     run's value and gets no mean."""
-    row = {key: value for key, value in runs[0].items() if key not in ("seed", "slices", "recbole_test_result")}
+    row = {key: value for key, value in runs[0].items()
+           if key not in ("seed", "recbole_test_result") + PROTOCOL_SLICES}
     row["seeds"] = [r["seed"] for r in runs]
-    row["slices"] = {}
-    for slice_name, entry in runs[0]["slices"].items():
-        merged = dict(entry)
-        for metric in entry:
-            if not metric.startswith(("recall@", "ndcg@")):
-                continue
-            values = [r["slices"][slice_name][metric] for r in runs]
-            if any(v is None or math.isnan(v) for v in values):
-                continue
-            merged[metric] = statistics.fmean(values)
-            if len(values) > 1:
-                merged[f"{metric}_sd"] = statistics.stdev(values)
-        row["slices"][slice_name] = merged
+    for protocol in PROTOCOL_SLICES:
+        if not all(protocol in r for r in runs):  # a record from before the protocol was measured
+            continue
+        row[protocol] = {}
+        for slice_name, entry in runs[0][protocol].items():
+            merged = dict(entry)
+            for metric in entry:
+                if not metric.startswith(("recall@", "ndcg@")):
+                    continue
+                values = [r[protocol][slice_name][metric] for r in runs]
+                if any(v is None or math.isnan(v) for v in values):
+                    continue
+                merged[metric] = statistics.fmean(values)
+                if len(values) > 1:
+                    merged[f"{metric}_sd"] = statistics.stdev(values)
+            row[protocol][slice_name] = merged
     row["matches_recbole"] = all(r["matches_recbole"] for r in runs)
     row["train_seconds"] = statistics.fmean(r["train_seconds"] for r in runs)
     row["epochs_run"] = [len(r["train_epoch_seconds"]) for r in runs]
@@ -202,7 +216,8 @@ def aggregate(runs):
 
 
 def write_plot(report, path):
-    """NDCG@10 and Recall@10 per slice, a bar per representation (mean ± sd over seeds)."""
+    """NDCG@10 and Recall@10 per slice, a bar per representation (mean ± sd over seeds); a row
+    of panels per protocol."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -210,20 +225,23 @@ def write_plot(report, path):
 
     slices = ("overall",) + SLICE_NAMES
     results = report["results"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    protocols = [p for p in PROTOCOL_SLICES if all(p in row for row in results.values())]
+    fig, axes = plt.subplots(len(protocols), 2, figsize=(11, 3.3 * len(protocols)), squeeze=False)
     width = 0.8 / max(1, len(results))
-    for ax, metric in zip(axes, (f"ndcg@{K}", f"recall@{K}")):
-        for i, (name, row) in enumerate(results.items()):
-            means = [row["slices"].get(s, {}).get(metric) for s in slices]
-            means = [float("nan") if mean is None else mean for mean in means]  # an empty slice: no bar
-            sds = [row["slices"].get(s, {}).get(f"{metric}_sd", 0.0) for s in slices]
-            ax.bar([j + i * width for j in range(len(slices))], means, width, yerr=sds, capsize=2,
-                   label=f"{name} ({row['item_parameters']:,})", color=f"C{i}")
-        ax.set_xticks([j + width * (len(results) - 1) / 2 for j in range(len(slices))])
-        ax.set_xticklabels(slices, fontsize=8)
-        ax.set_ylabel(f"test {metric}", fontsize=8)
-        ax.grid(alpha=0.3, axis="y")
-    axes[0].legend(fontsize=6, title="representation (item params)", title_fontsize=6)
+    for protocol, axes_row in zip(protocols, axes):
+        for ax, metric in zip(axes_row, (f"ndcg@{K}", f"recall@{K}")):
+            for i, (name, row) in enumerate(results.items()):
+                means = [row[protocol].get(s, {}).get(metric) for s in slices]
+                means = [float("nan") if mean is None else mean for mean in means]  # an empty slice: no bar
+                sds = [row[protocol].get(s, {}).get(f"{metric}_sd", 0.0) for s in slices]
+                ax.bar([j + i * width for j in range(len(slices))], means, width, yerr=sds, capsize=2,
+                       label=f"{name} ({row['item_parameters']:,})", color=f"C{i}")
+            ax.set_xticks([j + width * (len(results) - 1) / 2 for j in range(len(slices))])
+            ax.set_xticklabels(slices, fontsize=8)
+            ax.set_ylabel(f"test {metric}", fontsize=8)
+            ax.set_title(PROTOCOL_TITLES[protocol], fontsize=8)
+            ax.grid(alpha=0.3, axis="y")
+    axes[0][0].legend(fontsize=6, title="representation (item params)", title_fontsize=6)
     versions = ", ".join(f"{k} {v}" for k, v in report.get("versions", {}).items() if v)
     seeds = sorted({s for row in results.values() for s in row["seeds"]})
     finish_figure(fig, path, f"{report['command']} | code {report.get('git_describe')} | seeds {seeds} | "
@@ -232,7 +250,6 @@ def write_plot(report, path):
 
 
 def markdown_report(report):
-    rows = [(name, r["item_parameters"], r["slices"]) for name, r in report["results"].items()]
     lines = [
         f"# Item representations on {report['dataset']}",
         "",
@@ -250,11 +267,13 @@ def markdown_report(report):
            "Held-out items are scored as negatives in the training softmax (train_exclude_cold_items: False), "
            "as RecBole's own models do."),
         "",
-        format_slice_table(rows, K),
-        "",
     ]
-    if rows:
-        first = rows[0][2]
+    for protocol in PROTOCOL_SLICES:
+        rows = [(name, r["item_parameters"], r[protocol]) for name, r in report["results"].items() if protocol in r]
+        if rows:
+            lines += [f"{PROTOCOL_TITLES[protocol]}:", "", format_slice_table(rows, K), ""]
+    if report["results"]:
+        first = next(iter(report["results"].values()))["slices"]
         sizes = ", ".join(
             f"{s}: {first[s]['n_targets']} targets / {first[s]['n_items']} items" for s in ("overall",) + SLICE_NAMES
         )

@@ -21,6 +21,7 @@ from recbole_usr.evaluation import (
     slice_metrics,
     training_item_counts,
 )
+from recbole_usr.evaluation.seen_items import SeenItemMask, seen_items_removed
 from recbole_usr.utils import get_model, get_trainer
 
 UNIFIED_ID = {**SMALL_SASREC, "item_repr": "id", "n_heads": 2, "train_batch_size": 8}
@@ -170,6 +171,13 @@ def test_slice_metrics_match_recbole_overall_and_one_slice_equals_overall(tiny_d
         assert results["overall"][metric] == pytest.approx(recbole_result[metric], abs=1e-4)
     assert sum(results[name]["n_targets"] for name in ("head", "torso", "tail", "cold")) == N_USERS
     assert results["cold"]["n_targets"] > 0 and results["cold"]["n_items"] >= 3
+
+    mask = SeenItemMask(train_data._dataset)  # the eSASRec protocol, as the plugin's runs apply it
+    with seen_items_removed(trainer, mask):
+        recbole_removed = trainer.evaluate(test_data, load_best_model=False)
+    removed = evaluate_slices(model, test_data, train_data._dataset, seen_mask=mask)
+    for metric in ("recall@1", "recall@3", "ndcg@1", "ndcg@3"):
+        assert removed["overall"][metric] == pytest.approx(recbole_removed[metric], abs=1e-4)
 
     one_slice = np.ones(dataset.item_num, dtype=bool)
     one_slice[0] = False

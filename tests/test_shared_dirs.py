@@ -63,3 +63,5 @@ def test_the_representation_table_trains_when_another_made_log_and_saved_in_betw
           "--set", f"data_path={tiny_dataset.data_path}", "checkpoint_dir=saved", *settings])
     report = json.loads((tmp_path / "table.json").read_text())
     assert [run["seed"] for run in report["runs"]["id"]] == [2020]
+    row = report["results"]["id"]  # both protocols, over the same test rows
+    assert row["slices"]["overall"]["n_targets"] == row["slices_seen_removed"]["overall"]["n_targets"] > 0

@@ -91,11 +91,13 @@ def popularity_slices(counts, thresholds=DEFAULT_POPULARITY_SLICES):
 
 
 @torch.no_grad()
-def target_ranks(model, eval_data, max_k):
+def target_ranks(model, eval_data, max_k, seen_mask=None):
     """``(targets [R], ranks [R])`` over the rows of a full-sort ``eval_data``.
 
     ``rank`` is the target's 1-based position among RecBole's top ``max_k`` (0 when not
-    there), from the scores RecBole's trainer would compute.
+    there), from the scores RecBole's trainer would compute; with ``seen_mask`` (a
+    :class:`~recbole_usr.evaluation.seen_items.SeenItemMask`) each row's seen items are
+    removed first, the eSASRec benchmark's protocol.
     """
     was_training = model.training
     model.eval()
@@ -108,6 +110,8 @@ def target_ranks(model, eval_data, max_k):
             scores[:, 0] = -np.inf
             if history_index is not None:
                 scores[history_index] = -np.inf
+            if seen_mask is not None:
+                scores = seen_mask.apply(interaction, scores)
             if len(positive_u) != scores.shape[0] or not torch.equal(
                 positive_u.cpu(), torch.arange(scores.shape[0])
             ):
@@ -136,14 +140,15 @@ def metrics_from_ranks(ranks, topk):
     return result
 
 
-def slice_metrics(model, eval_data, slices, topk=(10,)):
+def slice_metrics(model, eval_data, slices, topk=(10,), seen_mask=None):
     """``{"overall": metrics, <slice>: metrics}`` with metrics from :func:`metrics_from_ranks`.
 
     ``slices`` maps a name to a bool mask over item ids; a row counts in a slice when its
     target is in the mask. Each entry also gives ``n_items`` (items in the slice).
+    ``seen_mask``: rank with each row's seen items removed (:func:`target_ranks`).
     """
     topk = sorted({int(k) for k in topk})
-    targets, ranks = target_ranks(model, eval_data, max(topk))
+    targets, ranks = target_ranks(model, eval_data, max(topk), seen_mask)
     results = {"overall": metrics_from_ranks(ranks, topk)}
     results["overall"]["n_items"] = int(eval_data._dataset.item_num - 1)
     for name, mask in slices.items():
@@ -153,11 +158,12 @@ def slice_metrics(model, eval_data, slices, topk=(10,)):
     return results
 
 
-def evaluate_slices(model, eval_data, train_dataset, thresholds=None, topk=None):
+def evaluate_slices(model, eval_data, train_dataset, thresholds=None, topk=None, seen_mask=None):
     """Overall and head / torso / tail / cold metrics of ``model`` on ``eval_data``.
 
     ``thresholds`` default to the ``popularity_slices`` property (else 0.2, 0.8), ``topk``
-    to the ``topk`` property; popularity is counted on ``train_dataset``.
+    to the ``topk`` property; popularity is counted on ``train_dataset``. ``seen_mask``: the
+    same with each row's seen items removed from the ranking (:func:`target_ranks`).
     """
     config = train_dataset.config
     if thresholds is None:
@@ -166,7 +172,7 @@ def evaluate_slices(model, eval_data, train_dataset, thresholds=None, topk=None)
         topk = config["topk"] or [10]
     topk = [topk] if isinstance(topk, int) else topk
     slices = popularity_slices(training_item_counts(train_dataset), thresholds)
-    return slice_metrics(model, eval_data, slices, topk)
+    return slice_metrics(model, eval_data, slices, topk, seen_mask)
 
 
 def format_slice_table(rows, k=10):
