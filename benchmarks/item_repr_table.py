@@ -182,6 +182,7 @@ def train_and_evaluate(name, model_name, properties, args, extra, seed=None):
             "build_seconds": build_seconds,
             "train_seconds": train_seconds,
             "train_epoch_seconds": epoch_seconds,
+            "stopped_by_time_budget": bool(getattr(trainer, "stopped_by_time_budget", False)),
         }
 
 
@@ -212,6 +213,7 @@ def aggregate(runs):
     row["matches_recbole"] = all(r["matches_recbole"] for r in runs)
     row["train_seconds"] = statistics.fmean(r["train_seconds"] for r in runs)
     row["epochs_run"] = [len(r["train_epoch_seconds"]) for r in runs]
+    row["stopped_by_time_budget"] = [bool(r.get("stopped_by_time_budget")) for r in runs]
     return row
 
 
@@ -290,10 +292,13 @@ def markdown_report(report):
     checks = {name: r["matches_recbole"] for name, r in report["results"].items()}
     lines.append(f"Overall metrics equal RecBole's evaluator: {checks}.")
     timing = ", ".join(
-        f"{name} {r['train_seconds']:.0f}s ({'/'.join(map(str, r['epochs_run']))} epochs)"
+        f"{name} {r['train_seconds']:.0f}s ("
+        + "/".join(f"{n}{' ‡' if stopped else ''}" for n, stopped in
+                   zip(r["epochs_run"], r.get("stopped_by_time_budget") or [False] * len(r["epochs_run"])))
+        + " epochs)"
         for name, r in report["results"].items()
     )
-    lines.append(f"Training time: {timing}.")
+    lines.append(f"Training time: {timing} (‡: stopped by `train_time_budget`, its best epoch so far tested).")
     return "\n".join(lines) + "\n"
 
 

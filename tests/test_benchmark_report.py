@@ -325,3 +325,17 @@ def test_headline_footer_names_the_versions_of_every_row_not_the_first_run(tmp_p
     headline.main(["--dataset", "D", "--row", "base=base-s1.json", "--row", "new=new-s1.json", "--out", str(out)])
     assert json.loads((tmp_path / "h.json").read_text())["versions"] == "st 6.2.0 / 6.3.0"
     assert "st 6.2.0 / 6.3.0" in (tmp_path / "h.md").read_text()
+
+
+def test_representation_table_marks_a_run_its_time_budget_stopped(tiny_dataset, tmp_path):
+    from benchmarks.item_repr_table import main
+    from conftest import SMALL_SASREC
+
+    settings = [f"{key}={value}" for key, value in SMALL_SASREC.items() if key != "epochs"]
+    out = tmp_path / "table"
+    report = main(["--dataset", tiny_dataset.name, "--epochs", "3", "--reprs", "id", "--out", str(out),
+                   "--config_files", str(tiny_dataset.yaml_path),
+                   "--set", f"data_path={tiny_dataset.data_path}", "train_time_budget=0.000001", *settings])
+    assert report["results"]["id"]["stopped_by_time_budget"] == [True]
+    assert report["results"]["id"]["epochs_run"] == [1]  # no epoch starts once the budget is spent
+    assert "(1 ‡ epochs)" in (tmp_path / "table.md").read_text()
