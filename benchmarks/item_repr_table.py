@@ -89,6 +89,9 @@ def parse_args(argv=None):
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="extra properties for every run, e.g. rq_codebook_size=64")
     parser.add_argument("--keep_checkpoints", action="store_true")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the runs of an existing <out>.json made with the same settings and train "
+                             "only the representation / seed pairs it lacks (a long table finished in pieces)")
     args = parser.parse_args(argv)
     if args.quick:
         args.dataset = "ml-100k" if args.dataset == parser.get_default("dataset") else args.dataset
@@ -246,7 +249,9 @@ def write_plot(report, path):
     axes[0][0].legend(fontsize=6, title="representation (item params)", title_fontsize=6)
     versions = ", ".join(f"{k} {v}" for k, v in report.get("versions", {}).items() if v)
     seeds = sorted({s for row in results.values() for s in row["seeds"]})
-    finish_figure(fig, path, f"{report['command']} | code {report.get('git_describe')} | seeds {seeds} | "
+    earlier = report.get("earlier_commands", [])
+    kept = f" (+ runs of {len(earlier)} earlier command(s): see the .md)" if earlier else ""
+    finish_figure(fig, path, f"{report['command']}{kept} | code {report.get('git_describe')} | seeds {seeds} | "
                   f"{report.get('threads')} thread(s) | {versions} | {report.get('machine')}",
                   f"Item representations on {report['dataset']}: overall and by test-target popularity")
 
@@ -256,7 +261,9 @@ def markdown_report(report):
         f"# Item representations on {report['dataset']}",
         "",
         f"Command: `{report.get('command', '?')}` (commit {report.get('git_commit', '?')}, "
-        f"{report.get('machine', '?')}, {report.get('threads', '?')} torch thread(s)).",
+        f"{report.get('machine', '?')}, {report.get('threads', '?')} torch thread(s))"
+        + "".join(f"; runs kept from `{e['command']}` ({e.get('git_describe')})"
+                  for e in report.get("earlier_commands", [])) + ".",
         "",
         f"UnifiedSASRec unless noted, {report['epochs']} epochs max, seeds "
         f"{sorted({s for r in report['results'].values() for s in r.get('seeds', [])}) or '?'} "
@@ -312,6 +319,31 @@ def write_report(report, out):
         write_plot(report, out + ".png")
 
 
+# what a resumed table must share with the report it adds runs to
+RESUME_KEYS = ("dataset", "epochs", "cold_item_ratio", "extra_properties", "config_files")
+
+
+def resumed_report(report, out):
+    """``report`` (a new table's header) holding the runs of ``<out>.json`` when that was made
+    with the same settings (as far as it records them: older reports lack ``config_files``);
+    the earlier commands are kept in ``earlier_commands``."""
+    path = out + ".json"
+    if not os.path.isfile(path):
+        return report
+    with open(path) as f:
+        earlier = json.load(f)
+    differing = [key for key in RESUME_KEYS if key in earlier and earlier[key] != report[key]]  # as recorded
+    if differing:
+        raise SystemExit(f"--resume: {path} was made with other settings ({', '.join(differing)}: "
+                         f"{[earlier.get(key) for key in differing]} there, {[report[key] for key in differing]} "
+                         "now); choose another --out or the same settings.")
+    report["earlier_commands"] = earlier.get("earlier_commands", []) + [
+        {"command": earlier["command"], "git_describe": earlier.get("git_describe")}]
+    report["runs"] = earlier["runs"]
+    report["results"] = {name: aggregate(runs) for name, runs in report["runs"].items()}
+    return report
+
+
 def main(argv=None):
     args = parse_args(argv)
     extra = parse_overrides(args.set)
@@ -325,12 +357,18 @@ def main(argv=None):
         "train_exclude_cold_items": extra.get("train_exclude_cold_items", True),
         "popularity_slices": extra.get("popularity_slices", [0.2, 0.8]),
         "extra_properties": extra,
+        "config_files": args.config_files,
         "results": {},  # per representation: mean ± sd over its seeds (aggregate)
         "runs": {},  # per representation: one record per seed
     }
+    if args.resume:
+        report = resumed_report(report, args.out)
     for name in args.reprs:
         model_name, properties = REPRESENTATIONS[name]
         for seed in args.seeds or [None]:
+            if seed is not None and seed in {run["seed"] for run in report["runs"].get(name, [])}:
+                print(f"[{name} seed {seed}] kept from {args.out}.json", flush=True)
+                continue
             start = time.time()
             run = train_and_evaluate(name, model_name, properties, args, extra, seed)
             report["runs"].setdefault(name, []).append(run)

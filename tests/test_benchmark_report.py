@@ -1,5 +1,7 @@
 """benchmarks/report.py: runs of different budgets stay apart; re-evaluations get their own row."""
 
+import pytest
+
 from benchmarks.report import epoch_budget, metric_table, reevaluated_records
 
 
@@ -339,3 +341,21 @@ def test_representation_table_marks_a_run_its_time_budget_stopped(tiny_dataset, 
     assert report["results"]["id"]["stopped_by_time_budget"] == [True]
     assert report["results"]["id"]["epochs_run"] == [1]  # no epoch starts once the budget is spent
     assert "(1 ‡ epochs)" in (tmp_path / "table.md").read_text()
+
+
+def test_representation_table_resumes_with_the_runs_it_has_and_refuses_other_settings(tiny_dataset, tmp_path):
+    from benchmarks.item_repr_table import main
+    from conftest import SMALL_SASREC
+
+    out = tmp_path / "table"
+    common = ["--dataset", tiny_dataset.name, "--epochs", "1", "--reprs", "id", "--out", str(out),
+              "--config_files", str(tiny_dataset.yaml_path), "--set", f"data_path={tiny_dataset.data_path}",
+              *[f"{key}={value}" for key, value in SMALL_SASREC.items() if key != "epochs"]]
+    first = main(common + ["--seeds", "2020"])["runs"]["id"][0]
+    report = main(common + ["--seeds", "2020", "2021", "--resume"])
+    assert [run["seed"] for run in report["runs"]["id"]] == [2020, 2021]
+    assert report["runs"]["id"][0]["train_seconds"] == first["train_seconds"]  # kept, not retrained
+    assert report["results"]["id"]["seeds"] == [2020, 2021]
+    assert "runs kept from `python benchmarks/item_repr_table.py" in (tmp_path / "table.md").read_text()
+    with pytest.raises(SystemExit, match="epochs"):
+        main([arg if arg != "1" else "2" for arg in common] + ["--seeds", "2022", "--resume"])
