@@ -51,7 +51,7 @@ from recbole_usr.quick_start import (  # noqa: E402
 from recbole_usr.shared_dirs import recbole_dirs_shared  # noqa: E402
 from recbole_usr.utils import get_trainer  # noqa: E402
 from benchmarks.child import runtime  # noqa: E402
-from benchmarks.figures import finish_figure  # noqa: E402
+from benchmarks.figures import finish_figure, versions_text  # noqa: E402
 from benchmarks.run import provenance  # noqa: E402
 
 # name -> (model, properties); every UnifiedSASRec variant has a 64-d item table.
@@ -247,7 +247,7 @@ def write_plot(report, path):
             ax.set_title(PROTOCOL_TITLES[protocol], fontsize=8)
             ax.grid(alpha=0.3, axis="y")
     axes[0][0].legend(fontsize=6, title="representation (item params)", title_fontsize=6)
-    versions = ", ".join(f"{k} {v}" for k, v in report.get("versions", {}).items() if v)
+    versions = versions_text(report.get("versions"))
     seeds = sorted({s for row in results.values() for s in row["seeds"]})
     earlier = report.get("earlier_commands", [])
     kept = f" (+ runs of {len(earlier)} earlier command(s): see the .md)" if earlier else ""
@@ -300,8 +300,8 @@ def markdown_report(report):
     lines.append(f"Overall metrics equal RecBole's evaluator: {checks}.")
     timing = ", ".join(
         f"{name} {r['train_seconds']:.0f}s ("
-        + "/".join(f"{n}{' ‡' if stopped else ''}" for n, stopped in
-                   zip(r["epochs_run"], r.get("stopped_by_time_budget") or [False] * len(r["epochs_run"])))
+        + "/".join(f"{n}{' ‡' if stopped else ''}"
+                   for n, stopped in zip(r["epochs_run"], r["stopped_by_time_budget"]))
         + " epochs)"
         for name, r in report["results"].items()
     )
