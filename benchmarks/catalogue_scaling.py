@@ -39,7 +39,7 @@ import time
 
 import numpy as np
 
-from benchmarks.figures import finish_figure
+from benchmarks.figures import finish_figure, versions_text
 from benchmarks.run import RESULTS_DIR, provenance, run_json_command
 
 STEPS = ("tokenizer_fit", "train_epoch_ce", "train_epoch_ss", "eval_full_top10")
@@ -292,8 +292,7 @@ def markdown_table(measurements, sizes):
 
 
 def footer(meta):
-    versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v)
-    return f"{meta['command']} | {meta['git_describe']} | {meta['threads']} thread | {versions}"
+    return f"{meta['command']} | {meta['git_describe']} | {meta['threads']} thread | {versions_text(meta['versions'])}"
 
 
 def write_outputs(meta, measurements, out_dir=RESULTS_DIR):

@@ -247,13 +247,19 @@ def write_plot(report, path):
             ax.set_title(PROTOCOL_TITLES[protocol], fontsize=8)
             ax.grid(alpha=0.3, axis="y")
     axes[0][0].legend(fontsize=6, title="representation (item params)", title_fontsize=6)
-    versions = versions_text(report.get("versions"))
+    versions = report_versions(report)
     seeds = sorted({s for row in results.values() for s in row["seeds"]})
     earlier = report.get("earlier_commands", [])
     kept = f" (+ runs of {len(earlier)} earlier command(s): see the .md)" if earlier else ""
     finish_figure(fig, path, f"{report['command']}{kept} | code {report.get('git_describe')} | seeds {seeds} | "
                   f"{report.get('threads')} thread(s) | {versions} | {report.get('machine')}",
                   f"Item representations on {report['dataset']}: overall and by test-target popularity")
+
+
+def report_versions(report):
+    """The package versions of every command whose runs the table holds (a resumed table keeps
+    runs made under an earlier command's packages)."""
+    return versions_text(report.get("versions"), *(e.get("versions") for e in report.get("earlier_commands", [])))
 
 
 def markdown_report(report):
@@ -264,6 +270,7 @@ def markdown_report(report):
         f"{report.get('machine', '?')}, {report.get('threads', '?')} torch thread(s))"
         + "".join(f"; runs kept from `{e['command']}` ({e.get('git_describe')})"
                   for e in report.get("earlier_commands", [])) + ".",
+        f"Packages: {report_versions(report)}.",
         "",
         f"UnifiedSASRec unless noted, {report['epochs']} epochs max, seeds "
         f"{sorted({s for r in report['results'].values() for s in r.get('seeds', [])}) or '?'} "
@@ -338,7 +345,8 @@ def resumed_report(report, out):
                          f"{[earlier.get(key) for key in differing]} there, {[report[key] for key in differing]} "
                          "now); choose another --out or the same settings.")
     report["earlier_commands"] = earlier.get("earlier_commands", []) + [
-        {"command": earlier["command"], "git_describe": earlier.get("git_describe")}]
+        {"command": earlier["command"], "git_describe": earlier.get("git_describe"),
+         "versions": earlier.get("versions")}]
     report["runs"] = earlier["runs"]
     report["results"] = {name: aggregate(runs) for name, runs in report["runs"].items()}
     return report

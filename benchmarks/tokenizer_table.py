@@ -27,6 +27,7 @@ import json
 import os
 import sys
 
+from benchmarks.figures import versions_text
 from benchmarks.run import RESULTS_DIR, ROOT, run_json_command
 
 VARIANTS = {
@@ -84,9 +85,8 @@ def table_rows(records):
 
 
 def provenance_line(info):
-    versions = ", ".join(f"{name} {version}" for name, version in info["versions"].items() if version)
     return (f"`{info['command']}` | code {info['git_describe']} | seed {info['seed']} | "
-            f"torch threads {info['torch_threads']} | {versions} | {info['machine']}")
+            f"torch threads {info['torch_threads']} | {versions_text(info['versions'])} | {info['machine']}")
 
 
 def write_markdown(path, rows, info, records):

@@ -1,6 +1,9 @@
 """benchmarks/report.py: runs of different budgets stay apart; re-evaluations get their own row."""
 
+import json
+
 import pytest
+import torch
 
 from benchmarks.report import epoch_budget, metric_table, reevaluated_records
 
@@ -352,10 +355,16 @@ def test_representation_table_resumes_with_the_runs_it_has_and_refuses_other_set
               "--config_files", str(tiny_dataset.yaml_path), "--set", f"data_path={tiny_dataset.data_path}",
               *[f"{key}={value}" for key, value in SMALL_SASREC.items() if key != "epochs"]]
     first = main(common + ["--seeds", "2020"])["runs"]["id"][0]
+    written = json.loads((tmp_path / "table.json").read_text())
+    written["versions"]["torch"] = "0.0-earlier-session"  # as if the first runs were made under other packages
+    (tmp_path / "table.json").write_text(json.dumps(written))
     report = main(common + ["--seeds", "2020", "2021", "--resume"])
     assert [run["seed"] for run in report["runs"]["id"]] == [2020, 2021]
     assert report["runs"]["id"][0]["train_seconds"] == first["train_seconds"]  # kept, not retrained
     assert report["results"]["id"]["seeds"] == [2020, 2021]
-    assert "runs kept from `python benchmarks/item_repr_table.py" in (tmp_path / "table.md").read_text()
+    table = (tmp_path / "table.md").read_text()
+    assert "runs kept from `python benchmarks/item_repr_table.py" in table
+    assert f"torch 0.0-earlier-session / {torch.__version__}" in table or \
+        f"torch {torch.__version__} / 0.0-earlier-session" in table  # both commands' packages named
     with pytest.raises(SystemExit, match="epochs"):
         main([arg if arg != "1" else "2" for arg in common] + ["--seeds", "2022", "--resume"])
