@@ -78,8 +78,10 @@ def summarise(records, value):
     for protocol in PROTOCOLS:
         for metric in METRICS:
             row[f"{protocol}/{metric}"] = mean_sd([r["test_result_by_protocol"][protocol][metric] for r in ok])
-    retested = [r["reevaluated"][RETEST_MODE] for r in ok if RETEST_MODE in (r.get("reevaluated") or {})]
-    row[f"{RETEST_MODE}/ndcg@10"] = mean_sd([t["test_result"]["ndcg@10"] for t in retested if t.get("returncode") == 0])
+    retested = [(r["seed"], r["reevaluated"][RETEST_MODE]) for r in ok if RETEST_MODE in (r.get("reevaluated") or {})]
+    retested = [(seed, t) for seed, t in retested if t.get("returncode") == 0]
+    row[f"{RETEST_MODE}/ndcg@10"] = mean_sd([t["test_result"]["ndcg@10"] for _, t in retested])
+    row["retest_seeds"] = [seed for seed, _ in retested]
     shares = [seen_share_of(r) for r in ok]
     row[SEEN_SHARE] = mean_sd([s for s in shares if s is not None])
     row["seen_share_seeds"] = [r["seed"] for r, s in zip(ok, shares) if s is not None]
@@ -117,16 +119,30 @@ def cell(row, key):
     return f"{mean:.4f}"
 
 
+def covered(text, row, seeds):
+    """``text``, naming the seeds it covers where they are fewer than the row's (a column that
+    only some runs measured, e.g. a re-test that older runs never had)."""
+    if len(seeds) < len(row["seeds"]):
+        return f"{text} (seed {','.join(map(str, seeds))})"
+    return text
+
+
 def seen_share_cell(row):
-    """The seen share as a percentage (its sd in percentage points), naming the seeds it covers
-    when fewer than the row's."""
+    """The seen share as a percentage (its sd in percentage points)."""
     mean, sd = row[SEEN_SHARE]
     if mean is None:
         return "–"
-    text = f"{100 * mean:.1f}%" + (f" ± {100 * sd:.1f} pp" if len(row["seen_share_seeds"]) > 1 else "")
-    if len(row["seen_share_seeds"]) < len(row["seeds"]):
-        text += f" (seed {','.join(map(str, row['seen_share_seeds']))})"
-    return text
+    seeds = row["seen_share_seeds"]
+    return covered(f"{100 * mean:.1f}%" + (f" ± {100 * sd:.1f} pp" if len(seeds) > 1 else ""), row, seeds)
+
+
+def retest_cell(row):
+    """The re-tested (sampled) NDCG@10, mean ± sd over the runs re-tested."""
+    mean, sd = row[f"{RETEST_MODE}/ndcg@10"]
+    if mean is None:
+        return "–"
+    seeds = row["retest_seeds"]
+    return covered(f"{mean:.4f}" + (f" ± {sd:.4f}" if len(seeds) > 1 else ""), row, seeds)
 
 
 def runs_code(rows):
@@ -143,7 +159,7 @@ def write_markdown(path, info, table):
             budget = " ‡" if row["stopped_by_time_budget"] else ""
             cells = [dataset, f"{row['value']}{budget}",
                      "–" if row["item_table"] is None else f"{row['item_table']:,}"]
-            cells += [cell(row, f"{p}/{m}") for p in PROTOCOLS for m in METRICS] + [cell(row, f"{RETEST_MODE}/ndcg@10")]
+            cells += [cell(row, f"{p}/{m}") for p in PROTOCOLS for m in METRICS] + [retest_cell(row)]
             cells += [seen_share_cell(row)]
             cells += [",".join(map(str, row["seeds"])) or "–", ",".join(map(str, row["failed"])) or "–",
                       ", ".join(row["code"])]

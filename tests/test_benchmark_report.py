@@ -126,8 +126,12 @@ def test_headline_rows_average_their_files_and_change_against_the_first(tmp_path
     import benchmarks.headline as headline
 
     monkeypatch.setattr(headline, "RESULTS_DIR", str(tmp_path))
-    write_records(tmp_path, "base", [recipe_record(1, "h", 0.02, 0.04), recipe_record(2, "h", 0.04, 0.06)])
-    write_records(tmp_path, "new", [recipe_record(1, "g", 0.045, 0.045)])
+    def retested(record, ndcg):
+        return dict(record, reevaluated={"uni99": {"returncode": 0, "test_result": {"ndcg@10": ndcg}}})
+
+    # only seed 1 of the baseline was re-tested under uni99: its cell says so
+    write_records(tmp_path, "base", [retested(recipe_record(1, "h", 0.02, 0.04), 0.30), recipe_record(2, "h", 0.04, 0.06)])
+    write_records(tmp_path, "new", [retested(recipe_record(1, "g", 0.045, 0.045), 0.33)])
     rows = headline.load_rows("D", ["base=base-s*.json", "new=new-s1.json"])
     table = headline.summarise_rows(rows)
     assert table[0]["seeds"] == [1, 2] and table[0]["history_kept/ndcg@10"][0] == 0.03
@@ -138,9 +142,10 @@ def test_headline_rows_average_their_files_and_change_against_the_first(tmp_path
     headline.write_markdown(path, "D", table, {"command": "c", "git_describe": "x", "machine": "M", "threads": 1,
                                                "versions": {}})
     text = path.read_text()
-    assert "| new vs base | | +0.0% | +50.0% | +0.0% | -10.0% |" in text
+    assert "| new vs base | | +0.0% | +50.0% | +0.0% | -10.0% | +10.0% |" in text  # uni99 .33 against .30
     assert "0.0300 ± 0.0141" in text and "`base-s1.json`" in text
-    assert "| new | 1 (0) | 0.1000 | 0.0450 | 0.2000 | 0.0450 |" in text  # one run: no spread shown
+    assert "| 0.0500 ± 0.0141 | 0.3000 (seed 1) |" in text
+    assert "| new | 1 (0) | 0.1000 | 0.0450 | 0.2000 | 0.0450 | 0.3300 |" in text  # one run: no spread shown
 
 
 def test_headline_refuses_mixed_machines_and_rows_without_files(tmp_path, monkeypatch):
