@@ -130,7 +130,12 @@ def write_plot(path, dataset, table, info):
     import matplotlib.pyplot as plt
 
     columns = [(p, m) for p in PROTOCOLS for m in METRICS[::-1]]
-    fig, ax = plt.subplots(figsize=(10, 3.8))
+    retest = f"{RETEST_MODE}/ndcg@10"
+    retested = [row for row in table if row[retest][0] is not None]
+    if retested:  # the sampled re-test on its own axis: its scale is ~8x the full ranking's
+        fig, (ax, ax_retest) = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [4, 1]})
+    else:
+        fig, ax = plt.subplots(figsize=(10, 3.8))
     width = 0.8 / len(table)
     for i, row in enumerate(table):
         means = [row[f"{p}/{m}"][0] or 0.0 for p, m in columns]
@@ -149,8 +154,21 @@ def write_plot(path, dataset, table, info):
     ax.set_xticklabels([f"{m.replace('recall', 'R').replace('ndcg', 'N')}\n{protocol_lines[p]}" for p, m in columns],
                        fontsize=8)
     ax.set_ylabel("test, full ranking", fontsize=8)
+    if retested:  # points, not bars: the axis need not start at zero to show a few percent
+        for i, row in enumerate(table):
+            mean, sd = row[retest]
+            if mean is not None:
+                ax_retest.errorbar(i, mean, yerr=sd or 0.0, marker="o", capsize=3, color=f"C{i}")
+                if len(row["retest_seeds"]) < len(row["seeds"]):  # as the table's cell says it
+                    ax_retest.annotate(f"seed {','.join(map(str, row['retest_seeds']))}", (i, mean), xytext=(6, 0),
+                                       textcoords="offset points", fontsize=6, va="center")
+        ax_retest.set_xlim(-0.5, len(table) - 0.5)
+        ax_retest.set_xticks([])
+        ax_retest.set_xlabel(f"N@10, {RETEST_MODE} re-test\n(99 sampled negatives)", fontsize=8)
+        ax_retest.grid(alpha=0.3, axis="y")
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never on them
+    (ax_retest if retested else ax).legend(*ax.get_legend_handles_labels(), fontsize=7, loc="upper left",
+                                           bbox_to_anchor=(1.01, 1.0))  # beside the plots, never on them
     codes = runs_code(table)
     seeds = "; ".join(",".join(map(str, row["seeds"])) for row in table)
     finish_figure(fig, path, f"{info['command']} | built at {info['git_describe']} | runs: {codes} | seeds {seeds} | "

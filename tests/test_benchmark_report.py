@@ -227,7 +227,8 @@ def test_headline_item_table_change_says_smaller_or_larger():
     assert size_change(None, 1000) == ""
 
 
-def test_headline_legend_sits_beside_the_bars_not_on_them(tmp_path, monkeypatch):
+@pytest.mark.parametrize("retested", [False, True])
+def test_headline_legend_sits_beside_the_bars_not_on_them(tmp_path, monkeypatch, retested):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -238,18 +239,27 @@ def test_headline_legend_sits_beside_the_bars_not_on_them(tmp_path, monkeypatch)
     figures = []
     monkeypatch.setattr(headline, "finish_figure", lambda fig, path, footer, title: figures.append(fig))
     table = [{"value": f"row {i}", "seeds": [1, 2, 3], "code": ["abc"],
-              **{f"{p}/{m}": (0.05 + 0.01 * i, 0.001) for p in headline.PROTOCOLS for m in headline.METRICS}}
+              **{f"{p}/{m}": (0.05 + 0.01 * i, 0.001) for p in headline.PROTOCOLS for m in headline.METRICS},
+              # the sampled re-test (row 3 never had one): its own panel, one point per re-tested row
+              "uni99/ndcg@10": (0.35 + 0.01 * i, 0.002) if retested and i < 3 else (None, None),
+              "retest_seeds": [1, 2, 3] if retested and i < 3 else []}
              for i in range(4)]
     info = {"command": "c", "git_describe": "g", "threads": 1, "versions": "v"}
     headline.write_plot(tmp_path / "h.png", "Amazon_Sports_and_Outdoors", table, info)
     fig = figures[0]
     renderer = FigureCanvasAgg(fig).get_renderer()
     ax = fig.axes[0]
-    legend = ax.get_legend().get_window_extent(renderer)
+    assert len(fig.axes) == (2 if retested else 1)
+    legend_ax = fig.axes[-1]
+    legend = legend_ax.get_legend().get_window_extent(renderer)
     bars = [patch.get_window_extent(renderer) for patch in ax.patches]
     assert len(bars) == 16
     assert not any(legend.overlaps(bar) for bar in bars)
-    assert [t.get_text() for t in ax.get_legend().get_texts()][1] == "row 0 (3 seeds)"
+    assert [t.get_text() for t in legend_ax.get_legend().get_texts()][1] == "row 0 (3 seeds)"
+    if retested:
+        points = [line.get_ydata()[0] for line in fig.axes[1].lines if line.get_marker() == "o"]
+        assert points == pytest.approx([0.35, 0.36, 0.37])
+        assert not legend.overlaps(fig.axes[1].get_window_extent(renderer))
 
 
 def test_reuse_takes_a_run_whose_time_budget_decided_nothing(tmp_path, monkeypatch):
