@@ -128,6 +128,7 @@ def write_plot(path, dataset, table, info):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.transforms import blended_transform_factory
 
     columns = [(p, m) for p in PROTOCOLS for m in METRICS[::-1]]
     retest = f"{RETEST_MODE}/ndcg@10"
@@ -157,7 +158,11 @@ def write_plot(path, dataset, table, info):
     if retested:  # points, not bars: the axis need not start at zero to show a few percent
         for i, row in enumerate(table):
             mean, sd = row[retest]
-            if mean is not None:
+            if mean is None:  # a row without a re-test says so, rather than leave a gap
+                ax_retest.text(i, 0.05, "not re-tested", rotation=90, ha="center", va="bottom", fontsize=6,
+                               color=f"C{i}", transform=blended_transform_factory(ax_retest.transData,
+                                                                                 ax_retest.transAxes))
+            else:
                 ax_retest.errorbar(i, mean, yerr=sd or 0.0, marker="o", capsize=3, color=f"C{i}")
                 if len(row["retest_seeds"]) < len(row["seeds"]):  # as the table's cell says it
                     ax_retest.annotate(f"seed {','.join(map(str, row['retest_seeds']))}", (i, mean), xytext=(6, 0),

@@ -260,6 +260,7 @@ def test_headline_legend_sits_beside_the_bars_not_on_them(tmp_path, monkeypatch,
         points = [line.get_ydata()[0] for line in fig.axes[1].lines if line.get_marker() == "o"]
         assert points == pytest.approx([0.35, 0.36, 0.37])
         assert not legend.overlaps(fig.axes[1].get_window_extent(renderer))
+        assert [t.get_text() for t in fig.axes[1].texts] == ["not re-tested"]  # row 3's place is not left blank
 
 
 def test_reuse_takes_a_run_whose_time_budget_decided_nothing(tmp_path, monkeypatch):
