@@ -21,7 +21,8 @@ import re
 import sys
 
 from benchmarks.figures import finish_figure, versions_text
-from benchmarks.property_sweep import METRICS, PROTOCOLS, cell, retest_cell, runs_code, seen_share_cell, summarise
+from benchmarks.property_sweep import (METRICS, PROTOCOLS, cell, covered, retest_cell, runs_code, seen_share_cell,
+                                       summarise)
 from benchmarks.recipes import RETEST_MODE
 from benchmarks.report import PUBLISHED_SEEN_REMOVED, threads_used, warnings_of
 from benchmarks.run import RESULTS_DIR, provenance, slug
@@ -164,9 +165,10 @@ def write_plot(path, dataset, table, info):
                                                                                  ax_retest.transAxes))
             else:
                 ax_retest.errorbar(i, mean, yerr=sd or 0.0, marker="o", capsize=3, color=f"C{i}")
-                if len(row["retest_seeds"]) < len(row["seeds"]):  # as the table's cell says it
-                    ax_retest.annotate(f"seed {','.join(map(str, row['retest_seeds']))}", (i, mean), xytext=(6, 0),
-                                       textcoords="offset points", fontsize=6, va="center")
+                note = covered("", row, row["retest_seeds"]).strip()  # the table cell's seed note, if any
+                if note:
+                    ax_retest.annotate(note, (i, mean), xytext=(6, 0), textcoords="offset points", fontsize=6,
+                                       va="center")
         ax_retest.set_xlim(-0.5, len(table) - 0.5)
         ax_retest.set_xticks([])
         ax_retest.set_xlabel(f"N@10, {RETEST_MODE} re-test\n(99 sampled negatives)", fontsize=8)
