@@ -18,18 +18,18 @@ import glob
 import json
 import os
 import re
-import sys
 
 from benchmarks.figures import finish_figure, versions_text
 from benchmarks.property_sweep import (METRICS, PROTOCOLS, cell, covered, retest_cell, runs_code, seen_share_cell,
                                        summarise)
 from benchmarks.recipes import RETEST_MODE
 from benchmarks.report import PUBLISHED_SEEN_REMOVED, threads_used, warnings_of
-from benchmarks.run import RESULTS_DIR, provenance, slug
+from benchmarks.run import RESULTS_DIR, module_command, provenance, slug
 
 
-def load_rows(dataset, row_specs):
-    """``[(name, records)]`` from ``NAME=GLOB`` specs; refuses empty rows and mixed settings."""
+def read_rows(row_specs):
+    """``[(name, records)]`` from ``NAME=GLOB[,GLOB...]`` specs, files under ``RESULTS_DIR``;
+    refuses a spec that is not ``NAME=GLOB`` and a row that matches no file."""
     rows = []
     for spec in row_specs:
         name, sep, pattern = spec.partition("=")
@@ -43,12 +43,24 @@ def load_rows(dataset, row_specs):
             with open(path) as f:
                 records.append({**json.load(f), "file": os.path.basename(path)})
         rows.append((name, records))
-    found = {(r.get("dataset"), r.get("machine"), threads_used(r)) for _, records in rows for r in records}
-    if {d for d, _, _ in found} != {dataset}:
-        raise ValueError(f"every file must be a {dataset} run; found datasets {sorted({str(d) for d, _, _ in found})}.")
+    return rows
+
+
+def refuse_mixed_runs(rows):
+    """A comparison is of runs on one machine at one torch thread count: refuse anything else."""
+    found = {(r.get("machine"), threads_used(r)) for _, records in rows for r in records}
     if len(found) > 1:
         raise ValueError("a headline compares runs of one machine and thread count; found "
-                         + "; ".join(f"{m}, {t} thread(s)" for _, m, t in sorted(found, key=str)) + ".")
+                         + "; ".join(f"{m}, {t} thread(s)" for m, t in sorted(found, key=str)) + ".")
+
+
+def load_rows(dataset, row_specs):
+    """``[(name, records)]`` of one dataset's runs on one machine and thread count."""
+    rows = read_rows(row_specs)
+    datasets = {r.get("dataset") for _, records in rows for r in records}
+    if datasets != {dataset}:
+        raise ValueError(f"every file must be a {dataset} run; found datasets {sorted(map(str, datasets))}.")
+    refuse_mixed_runs(rows)
     return rows
 
 
@@ -193,8 +205,7 @@ def main(argv=None):
     rows = load_rows(args.dataset, args.row)
     table = summarise_rows(rows)
     first = rows[0][1][0]
-    info = {**provenance(), "command": "python -m benchmarks.headline " + " ".join(
-                a if "=" not in a and "*" not in a else f'"{a}"' for a in (argv if argv is not None else sys.argv[1:])),
+    info = {**provenance(), "command": module_command("benchmarks.headline", argv),
             "threads": threads_used(first), "machine": first.get("machine"),
             "versions": versions_text(*(r.get("versions") for _, records in rows for r in records))}
     out = args.out or os.path.join(RESULTS_DIR, f"headline-{slug(args.dataset)}")

@@ -126,6 +126,12 @@ def provenance():
     return {**code_state(), "versions": package_versions(), "machine": machine_name()}
 
 
+def module_command(module, argv=None):
+    """``python -m MODULE ARGS`` as a shell takes it: arguments holding ``=`` or a glob quoted."""
+    args = sys.argv[1:] if argv is None else argv
+    return f"python -m {module} " + " ".join(a if "=" not in a and "*" not in a else f'"{a}"' for a in args)
+
+
 def settings_hash(settings):
     """Short hash of a run's settings (every property passed, the model, the thread count)."""
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]

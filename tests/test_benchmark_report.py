@@ -383,3 +383,50 @@ def test_representation_table_resumes_with_the_runs_it_has_and_refuses_other_set
     assert f"torch {torch.__version__} / 0.0-earlier-session" in table  # both commands' packages named
     with pytest.raises(SystemExit, match="epochs"):
         main([arg if arg != "1" else "2" for arg in common] + ["--seeds", "2022", "--resume"])
+
+
+def test_codebook_health_reads_each_run_at_its_best_epoch_before_any_reseeding(tmp_path, monkeypatch):
+    import benchmarks.codebook_health as codebook_health
+    import benchmarks.headline as headline
+
+    monkeypatch.setattr(headline, "RESULTS_DIR", str(tmp_path))
+
+    def run(seed, best, natural=None, weights=None, dataset="D"):
+        # epoch e's activation is e / 10 at every level; re-seeding lifts it to 1.0 after each epoch
+        return dict(recipe_record(seed, "h", 0.02, 0.04), dataset=dataset, valid_epochs=[0, 2, 4],
+                    best_valid_index=best, codebook_activation=[[1.0, 1.0]] * 5 if natural else
+                    [[e / 10, e / 10] for e in range(5)], codebook_natural_activation=natural or [],
+                    codebook_cosine_weight=weights or [])
+
+    natural = [[e / 10, 0.5] for e in range(5)]
+    weights = [[0.5 + e / 10, 0.5 - e / 10] for e in range(5)]
+    write_records(tmp_path, "fixed", [run(1, best=1), run(2, best=2)])      # best epochs 2 and 4
+    write_records(tmp_path, "restarts", [run(1, best=1, natural=natural, weights=weights)])
+    rows = codebook_health.load_rows(["fixed=fixed-s*.json", "restarts=restarts-s1.json"])
+    fixed, restarts = (codebook_health.summarise_row(name, records) for name, records in rows)
+    assert fixed["best_epochs"] == [3, 5]
+    assert [m for m, _ in fixed["activation"]] == pytest.approx([0.3, 0.3])   # mean of 0.2 and 0.4
+    assert fixed["activation"][0][1] == pytest.approx(0.1414, abs=1e-4) and fixed["cosine_weight"] is None
+    assert restarts["activation"] == [(0.2, 0.0), (0.5, 0.0)]                   # not the 1.0 after re-seeding
+    assert [m for m, _ in restarts["cosine_weight"]] == pytest.approx([0.7, 0.3])
+    assert codebook_health.levels_cell(restarts["cosine_weight"], 1) == "0.70 / 0.30"
+    assert codebook_health.levels_cell(fixed["activation"], 2) == "0.30 ± 0.14 / 0.30 ± 0.14"
+
+    write_records(tmp_path, "short", [dict(run(1, best=2), codebook_activation=[[0.1, 0.1]] * 3)])
+    with pytest.raises(ValueError, match="best epoch 4"):
+        codebook_health.summarise_row(*codebook_health.load_rows(["short=short-s1.json"])[0])
+    write_records(tmp_path, "mixed", [run(1, best=1), run(2, best=1, dataset="E")])
+    with pytest.raises(ValueError, match="one dataset a row"):
+        codebook_health.load_rows(["mixed=mixed-s*.json"])
+    write_records(tmp_path, "gpu", [dict(run(1, best=1), machine="GPU")])
+    with pytest.raises(ValueError, match="one machine and thread count"):
+        codebook_health.load_rows(["fixed=fixed-s1.json", "gpu=gpu-s1.json"])
+    write_records(tmp_path, "other", [dict(run(1, best=1, dataset="E"), machine="GPU")])
+    assert len(codebook_health.load_rows(["fixed=fixed-s1.json", "other=other-s1.json"])) == 2  # datasets apart
+    out = tmp_path / "health"
+    codebook_health.main(["--row", "fixed=fixed-s*.json", "--row", "restarts=restarts-s1.json", "--out", str(out)])
+    text = (tmp_path / "health.md").read_text()
+    assert "| fixed | D | 1,2 (0) | 3, 5 | 0.30 ± 0.14 / 0.30 ± 0.14 | fixed |" in text
+    assert "| restarts | D | 1 (0) | 3 | 0.20 / 0.50 | 0.70 / 0.30 |" in text
+    assert json.loads((tmp_path / "health.json").read_text())["command"].endswith(f'"restarts=restarts-s1.json" --out {out}')
+    assert (tmp_path / "health.png").stat().st_size > 0
