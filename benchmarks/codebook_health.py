@@ -95,7 +95,9 @@ def write_plot(path, table, info):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    learned = any(row["cosine_weight"] for row in table)  # a second panel only where a distance was learned
+    fig, axes = plt.subplots(1, 2 if learned else 1, figsize=(11 if learned else 8, 3.8), squeeze=False)
+    axes = axes[0]
     n_levels = max(len(row["activation"]) for row in table if row["activation"])
     width = 0.8 / len(table)
     for i, row in enumerate(table):
@@ -108,26 +110,26 @@ def write_plot(path, table, info):
             axes[1].errorbar(range(1, len(row["cosine_weight"]) + 1), [m for m, _ in row["cosine_weight"]],
                              yerr=[sd or 0.0 for _, sd in row["cosine_weight"]], marker="o", capsize=3,
                              color=f"C{i}")
-    hybrid = [1.0] * (n_levels - 1) + [0.0]  # the paper's fixed hybrid: cosine, ..., cosine, Euclidean
-    axes[1].plot(range(1, n_levels + 1), hybrid, "k--", alpha=0.5, label="fixed hybrid (the paper's)")
     axes[0].set_xticks([level + width * (len(table) - 1) / 2 for level in range(n_levels)])
     axes[0].set_xticklabels([f"level {level + 1}" for level in range(n_levels)])
     axes[0].set_ylabel("share of codewords in use", fontsize=8)
     axes[0].set_ylim(0, 1.05)
-    axes[1].set_xticks(range(1, n_levels + 1))
-    axes[1].set_xticklabels([f"level {level}" for level in range(1, n_levels + 1)])
-    axes[1].set_ylabel("cosine weight (1 cosine, 0 Euclidean)", fontsize=8)
-    axes[1].set_ylim(-0.05, 1.05)
+    if learned:
+        hybrid = [1.0] * (n_levels - 1) + [0.0]  # the paper's fixed hybrid: cosine, ..., cosine, Euclidean
+        axes[1].plot(range(1, n_levels + 1), hybrid, "k--", alpha=0.5, label="fixed hybrid (the paper's)")
+        axes[1].set_xticks(range(1, n_levels + 1))
+        axes[1].set_xticklabels([f"level {level}" for level in range(1, n_levels + 1)])
+        axes[1].set_ylabel("cosine weight (1 cosine, 0 Euclidean)", fontsize=8)
+        axes[1].set_ylim(-0.05, 1.05)
     for ax in axes:
         ax.grid(alpha=0.3, axis="y")
-    handles, labels = axes[0].get_legend_handles_labels()
-    extra_handles, extra_labels = axes[1].get_legend_handles_labels()
-    axes[1].legend(handles + extra_handles, labels + extra_labels, fontsize=7, loc="upper left",
-                   bbox_to_anchor=(1.01, 1.0))
+    handles, labels = [sum(pair, []) for pair in zip(*(ax.get_legend_handles_labels() for ax in axes))]
+    axes[-1].legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     seeds = "; ".join(f"{row['value']}: {','.join(map(str, row['seeds']))} ({', '.join(row['code'])})" for row in table)
     finish_figure(fig, path, f"{info['command']} | built at {info['git_describe']} | seeds (code): {seeds} | "
                   f"{info['machines']} | {info['versions']}",
-                  "Codebooks at the best epoch, end to end: codewords in use and the learned distance per level")
+                  "Codebooks at the best epoch, end to end: codewords in use"
+                  + (" and the learned distance per level" if learned else " per level"))
 
 
 def main(argv=None):
