@@ -96,7 +96,7 @@ def write_plot(path, table, info):
     import matplotlib.pyplot as plt
 
     learned = any(row["cosine_weight"] for row in table)  # a second panel only where a distance was learned
-    fig, axes = plt.subplots(1, 2 if learned else 1, figsize=(11 if learned else 8, 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, 2 if learned else 1, figsize=(11, 3.8), squeeze=False)
     axes = axes[0]
     n_levels = max(len(row["activation"]) for row in table if row["activation"])
     width = 0.8 / len(table)
