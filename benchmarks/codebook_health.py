@@ -55,6 +55,7 @@ def summarise_row(name, records):
     ok = [r for r in records if r.get("returncode") == 0 and r.get("test_result_by_protocol")]  # summarise's runs
     stats = [best_epoch_codebooks(r) for r in ok]
     row["dataset"] = records[0]["dataset"]
+    row["recipes"] = sorted({str(r.get("label") or r.get("recipe") or r.get("model")) for r in records})
     row["best_epochs"] = [r["valid_epochs"][r["best_valid_index"]] + 1 for r in ok]
     for key in STATISTICS:
         per_run = [s[key] for s in stats if s[key] is not None]
@@ -70,11 +71,11 @@ def levels_cell(pairs, n_runs):
 
 
 def write_markdown(path, table, info):
-    header = ["row", "dataset", "seeds (failed)", "best epoch", "codewords in use, per level",
+    header = ["row", "dataset", "recipe", "seeds (failed)", "best epoch", "codewords in use, per level",
               "cosine weight, per level", *(f"N@10 {name}" for name in PROTOCOLS.values()), "code"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table:
-        cells = [row["value"], row["dataset"], f"{','.join(map(str, row['seeds'])) or 'none'} ({len(row['failed'])})",
+        cells = [row["value"], row["dataset"], ", ".join(f"`{r}`" for r in row["recipes"]), f"{','.join(map(str, row['seeds'])) or 'none'} ({len(row['failed'])})",
                  ", ".join(map(str, row["best_epochs"])), levels_cell(row["activation"], len(row["seeds"])),
                  levels_cell(row["cosine_weight"], len(row["seeds"])), *(cell(row, f"{p}/ndcg@10") for p in PROTOCOLS),
                  ", ".join(row["code"])]
@@ -125,8 +126,9 @@ def write_plot(path, table, info):
         ax.grid(alpha=0.3, axis="y")
     handles, labels = [sum(pair, []) for pair in zip(*(ax.get_legend_handles_labels() for ax in axes))]
     axes[-1].legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    seeds = "; ".join(f"{row['value']}: {','.join(map(str, row['seeds']))} ({', '.join(row['code'])})" for row in table)
-    finish_figure(fig, path, f"{info['command']} | built at {info['git_describe']} | seeds (code): {seeds} | "
+    runs = "; ".join(f"{row['value']}: {', '.join(row['recipes'])}, seeds {','.join(map(str, row['seeds']))} "
+                     f"({', '.join(row['code'])})" for row in table)
+    finish_figure(fig, path, f"{info['command']} | built at {info['git_describe']} | runs (code): {runs} | "
                   f"{info['machines']} | {info['versions']}",
                   "Codebooks at the best epoch, end to end: codewords in use"
                   + (" and the learned distance per level" if learned else " per level"))

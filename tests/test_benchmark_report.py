@@ -426,7 +426,7 @@ def test_codebook_health_reads_each_run_at_its_best_epoch_before_any_reseeding(t
     out = tmp_path / "health"
     codebook_health.main(["--row", "fixed=fixed-s*.json", "--row", "restarts=restarts-s1.json", "--out", str(out)])
     text = (tmp_path / "health.md").read_text()
-    assert "| fixed | D | 1,2 (0) | 3, 5 | 0.30 ± 0.14 / 0.30 ± 0.14 | fixed |" in text
-    assert "| restarts | D | 1 (0) | 3 | 0.20 / 0.50 | 0.70 / 0.30 |" in text
+    assert "| fixed | D | `id_ss` | 1,2 (0) | 3, 5 | 0.30 ± 0.14 / 0.30 ± 0.14 | fixed |" in text
+    assert "| restarts | D | `id_ss` | 1 (0) | 3 | 0.20 / 0.50 | 0.70 / 0.30 |" in text
     assert json.loads((tmp_path / "health.json").read_text())["command"].endswith(f'"restarts=restarts-s1.json" --out {out}')
     assert (tmp_path / "health.png").stat().st_size > 0
