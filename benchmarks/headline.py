@@ -22,7 +22,7 @@ import re
 from benchmarks.figures import finish_figure, versions_text
 from benchmarks.property_sweep import (METRICS, PROTOCOLS, cell, covered, retest_cell, runs_code, seen_share_cell,
                                        summarise)
-from benchmarks.recipes import RETEST_MODE
+from benchmarks.recipes import RETEST_MODE, RETEST_NEGATIVES
 from benchmarks.report import PUBLISHED_SEEN_REMOVED, threads_used, warnings_of
 from benchmarks.run import RESULTS_DIR, module_command, provenance, slug
 
@@ -127,7 +127,7 @@ def write_markdown(path, dataset, table, info):
             f"{info['threads']} torch thread(s) per run, {info['versions']}. Mean ± sd over the seeds listed; "
             "‡: some run stopped by `train_time_budget`. Seen kept: RecBole's protocol; seen removed: the "
             f"eSASRec benchmark's (the published row's). {RETEST_MODE}: each best checkpoint re-tested against "
-            "99 sampled negatives (seeds named where fewer runs were re-tested). Seen in top 10: share of the "
+            f"{RETEST_NEGATIVES} (seeds named where fewer runs were re-tested). Seen in top 10: share of the "
             "seen-kept top 10 that is the user's own history.", "", *lines, "", "Runs:", ""]
     for row in table:
         text += [f"- {row['value']}: " + ", ".join(f"`{f}`" for f in row["files"])]
@@ -183,7 +183,7 @@ def write_plot(path, dataset, table, info):
                                        va="center")
         ax_retest.set_xlim(-0.5, len(table) - 0.5)
         ax_retest.set_xticks([])
-        ax_retest.set_xlabel(f"N@10, {RETEST_MODE} re-test\n(99 sampled negatives)", fontsize=8)
+        ax_retest.set_xlabel(f"N@10, {RETEST_MODE} re-test\n({RETEST_NEGATIVES})", fontsize=8)
         ax_retest.grid(alpha=0.3, axis="y")
     ax.grid(alpha=0.3, axis="y")
     (ax_retest if retested else ax).legend(*ax.get_legend_handles_labels(), fontsize=7, loc="upper left",

@@ -30,6 +30,7 @@ from benchmarks.run import RESULTS_DIR, ROOT, machine_name, reevaluate, run_json
 RECIPE_DIR = os.path.join("properties", "recipe")
 MODEL_DEFAULTS = os.path.join("properties", "model", "UnifiedSASRec.yaml")
 RETEST_MODE = "uni99"  # the sampled protocol each best checkpoint is re-tested under by default
+RETEST_NEGATIVES = f"{RETEST_MODE[len('uni'):]} sampled negatives"  # RecBole's uniN: N uniformly sampled
 BUDGET = "train_time_budget"
 
 
