@@ -19,15 +19,21 @@ from collections import defaultdict
 from benchmarks.figures import finish_figure, versions_text
 from benchmarks.headline import read_rows, refuse_mixed_runs
 from benchmarks.property_sweep import PROTOCOLS, cell, mean_sd, summarise
-from benchmarks.report import threads_used
+from benchmarks.report import succeeded, threads_used, write_markdown_report
 from benchmarks.run import module_command, provenance
 
 STATISTICS = {"activation": "codewords in use", "cosine_weight": "learned cosine weight"}
 
 
+def best_epoch(record):
+    """The run's best (tested) epoch, counted from 0: its epochs are logged per training epoch and
+    its validations every ``eval_step``, so the validation index is not always the epoch."""
+    return record["valid_epochs"][record["best_valid_index"]]
+
+
 def best_epoch_codebooks(record):
     """``{"activation": [...], "cosine_weight": [...] or None}`` per level at the run's best epoch."""
-    epoch = record["valid_epochs"][record["best_valid_index"]]
+    epoch = best_epoch(record)
     activation = record.get("codebook_natural_activation") or record.get("codebook_activation") or []
     weights = record.get("codebook_cosine_weight") or []
     if epoch >= len(activation) or (weights and epoch >= len(weights)):
@@ -52,11 +58,11 @@ def load_rows(row_specs):
 def summarise_row(name, records):
     """:func:`benchmarks.property_sweep.summarise` of the row plus its per-level codebook statistics."""
     row = summarise(records, name)
-    ok = [r for r in records if r.get("returncode") == 0 and r.get("test_result_by_protocol")]  # summarise's runs
+    ok = [r for r in records if succeeded(r)]  # the runs summarise averages
     stats = [best_epoch_codebooks(r) for r in ok]
     row["dataset"] = records[0]["dataset"]
     row["recipes"] = sorted({str(r.get("label") or r.get("recipe") or r.get("model")) for r in records})
-    row["best_epochs"] = [r["valid_epochs"][r["best_valid_index"]] + 1 for r in ok]
+    row["best_epochs"] = [best_epoch(r) + 1 for r in ok]
     for key in STATISTICS:
         per_run = [s[key] for s in stats if s[key] is not None]
         row[key] = [mean_sd(list(level)) for level in zip(*per_run)] if per_run else None
@@ -75,19 +81,18 @@ def write_markdown(path, table, info):
               "cosine weight, per level", *(f"N@10 {name}" for name in PROTOCOLS.values()), "code"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table:
-        cells = [row["value"], row["dataset"], ", ".join(f"`{r}`" for r in row["recipes"]), f"{','.join(map(str, row['seeds'])) or 'none'} ({len(row['failed'])})",
+        cells = [row["value"], row["dataset"], ", ".join(f"`{r}`" for r in row["recipes"]),
+                 f"{','.join(map(str, row['seeds'])) or 'none'} ({len(row['failed'])})",
                  ", ".join(map(str, row["best_epochs"])), levels_cell(row["activation"], len(row["seeds"])),
                  levels_cell(row["cosine_weight"], len(row["seeds"])), *(cell(row, f"{p}/ndcg@10") for p in PROTOCOLS),
                  ", ".join(row["code"])]
         lines.append("| " + " | ".join(cells) + " |")
-    text = ["# Codebooks at the best epoch", "", f"Command: `{info['command']}`", "",
-            f"Built at {info['git_describe']}; {info['machines']}; {info['versions']}. Mean ± sd over the seeds "
-            "listed, at each run's best (tested) epoch. Codewords in use: share of each level's codewords "
-            "some item's code selects, before any re-seeding. Cosine weight: `rq_distances: learned`'s "
-            "per-level weight of the cosine term (1 = cosine, 0 = Euclidean); \"fixed\" for a fixed "
-            "distance. Seen kept: RecBole's protocol; seen removed: the eSASRec benchmark's.", "", *lines, ""]
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(text))
+    write_markdown_report(path, "Codebooks at the best epoch", info["command"],
+                          f"Built at {info['git_describe']}; {info['machines']}; {info['versions']}. Mean ± sd over the seeds "
+                          "listed, at each run's best (tested) epoch. Codewords in use: share of each level's codewords "
+                          "some item's code selects, before any re-seeding. Cosine weight: `rq_distances: learned`'s "
+                          "per-level weight of the cosine term (1 = cosine, 0 = Euclidean); \"fixed\" for a fixed "
+                          "distance. Seen kept: RecBole's protocol; seen removed: the eSASRec benchmark's.", lines)
 
 
 def write_plot(path, table, info):

@@ -23,7 +23,7 @@ from benchmarks.figures import finish_figure, versions_text
 from benchmarks.property_sweep import (METRICS, PROTOCOLS, cell, covered, retest_cell, runs_code, seen_share_cell,
                                        summarise)
 from benchmarks.recipes import RETEST_MODE, RETEST_NEGATIVES
-from benchmarks.report import PUBLISHED_SEEN_REMOVED, threads_used, warnings_of
+from benchmarks.report import PUBLISHED_SEEN_REMOVED, succeeded, threads_used, warnings_of, write_markdown_report
 from benchmarks.run import RESULTS_DIR, module_command, provenance, slug
 
 
@@ -50,7 +50,7 @@ def refuse_mixed_runs(rows):
     """A comparison is of runs on one machine at one torch thread count: refuse anything else."""
     found = {(r.get("machine"), threads_used(r)) for _, records in rows for r in records}
     if len(found) > 1:
-        raise ValueError("a headline compares runs of one machine and thread count; found "
+        raise ValueError("a comparison takes runs of one machine and thread count; found "
                          + "; ".join(f"{m}, {t} thread(s)" for m, t in sorted(found, key=str)) + ".")
 
 
@@ -88,7 +88,7 @@ def summarise_rows(rows):
     table = []
     for name, records in rows:
         row = summarise(records, name)
-        ok = [r for r in records if r.get("returncode") == 0 and r.get("test_result_by_protocol")]
+        ok = [r for r in records if succeeded(r)]
         row["best_epochs"] = [r["best_valid_index"] + 1 for r in ok if r.get("best_valid_index") is not None]
         row["peak_memory_mib"] = max((r["peak_memory_mib"] for r in ok if r.get("peak_memory_mib")), default=None)
         row["warnings"] = sorted({w for r in records for w in warnings_of(r)})
@@ -122,18 +122,18 @@ def write_markdown(path, dataset, table, info):
     if published:
         lines.append("| *eSASRec benchmark, SASRec + SS* | | | | "
                      f"*{published['recall@10']:.4f}* | *{published['ndcg@10']:.4f}* | | | | | | | |")
-    text = [f"# Headline: {dataset}", "", f"Command: `{info['command']}`", "",
-            f"Built at {info['git_describe']} from the result files below; {info['machine']}, "
-            f"{info['threads']} torch thread(s) per run, {info['versions']}. Mean ± sd over the seeds listed; "
-            "‡: some run stopped by `train_time_budget`. Seen kept: RecBole's protocol; seen removed: the "
-            f"eSASRec benchmark's (the published row's). {RETEST_MODE}: each best checkpoint re-tested against "
-            f"{RETEST_NEGATIVES} (seeds named where fewer runs were re-tested). Seen in top 10: share of the "
-            "seen-kept top 10 that is the user's own history.", "", *lines, "", "Runs:", ""]
+    runs = []
     for row in table:
-        text += [f"- {row['value']}: " + ", ".join(f"`{f}`" for f in row["files"])]
-        text += [f"  - `{c}`" for c in row["commands"]]
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(text) + "\n")
+        runs += [f"- {row['value']}: " + ", ".join(f"`{f}`" for f in row["files"])]
+        runs += [f"  - `{c}`" for c in row["commands"]]
+    write_markdown_report(
+        path, f"Headline: {dataset}", info["command"],
+        f"Built at {info['git_describe']} from the result files below; {info['machine']}, "
+        f"{info['threads']} torch thread(s) per run, {info['versions']}. Mean ± sd over the seeds listed; "
+        "‡: some run stopped by `train_time_budget`. Seen kept: RecBole's protocol; seen removed: the "
+        f"eSASRec benchmark's (the published row's). {RETEST_MODE}: each best checkpoint re-tested against "
+        f"{RETEST_NEGATIVES} (seeds named where fewer runs were re-tested). Seen in top 10: share of the "
+        "seen-kept top 10 that is the user's own history.", [*lines, "", "Runs:", "", *runs])
 
 
 def write_plot(path, dataset, table, info):

@@ -42,7 +42,7 @@ from benchmarks.recipes import (
     result_path,
     run_recipe,
 )
-from benchmarks.report import code_label
+from benchmarks.report import code_label, succeeded, write_markdown_report
 from benchmarks.run import RESULTS_DIR, code_state, slug
 
 PROTOCOLS = {"history_kept": "seen kept (RecBole)", "history_removed": "seen removed (eSASRec)"}
@@ -69,7 +69,7 @@ def seen_share_of(record):
 
 def summarise(records, value):
     """One table row: a value's mean ± sd per protocol and metric over its successful runs."""
-    ok = [r for r in records if r.get("returncode") == 0 and r.get("test_result_by_protocol")]
+    ok = [r for r in records if succeeded(r)]
     row = {"value": value, "seeds": [r["seed"] for r in ok], "failed": [r["seed"] for r in records if r not in ok],
            "item_table": (ok[0]["parameter_counts"].get("item_embedding") if ok else None),
            "stopped_by_time_budget": any(r.get("stopped_by_time_budget") for r in ok),
@@ -164,16 +164,13 @@ def write_markdown(path, info, table):
             cells += [",".join(map(str, row["seeds"])) or "–", ",".join(map(str, row["failed"])) or "–",
                       ", ".join(row["code"])]
             lines.append("| " + " | ".join(cells) + " |")
-    text = [f"# {sweep_title(info)}", "",
-            f"Command: `{info['command']}`", "",
-            f"Built at {info['git_describe']}; each run's code in the last column. "
-            f"{info['threads']} torch thread(s) per run, {info['machine']}, "
-            f"{info['versions']}. Mean ± sd over the seeds listed; ‡: some run stopped by `train_time_budget` "
-            "(not converged). Item table: trainable item-representation parameters. Seen in top 10: "
-            "share of the top 10, seen items kept, that is the user's own history (the items the "
-            "seen-removed protocol drops).", "", *lines, ""]
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(text))
+    write_markdown_report(path, sweep_title(info), info["command"],
+                          f"Built at {info['git_describe']}; each run's code in the last column. "
+                          f"{info['threads']} torch thread(s) per run, {info['machine']}, "
+                          f"{info['versions']}. Mean ± sd over the seeds listed; ‡: some run stopped by `train_time_budget` "
+                          "(not converged). Item table: trainable item-representation parameters. Seen in top 10: "
+                          "share of the top 10, seen items kept, that is the user's own history (the items the "
+                          "seen-removed protocol drops).", lines)
 
 
 def write_plot(path, info, table):

@@ -37,6 +37,19 @@ PUBLISHED_UNI99 = {
 }
 
 
+
+def succeeded(record):
+    """A run that finished and was tested under both full-ranking protocols: the runs a table averages."""
+    return record.get("returncode") == 0 and bool(record.get("test_result_by_protocol"))
+
+
+def write_markdown_report(path, title, command, about, body):
+    """One layout for a benchmark's markdown file: title, the command that built it, what its
+    columns mean, then ``body`` (its table and anything after it)."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join([f"# {title}", "", f"Command: `{command}`", "", about, "", *body, ""]))
+
+
 def load_results():
     records = []
     for path in sorted(glob.glob(os.path.join(RESULTS_DIR, "*.json"))):
@@ -282,7 +295,7 @@ def recipe_table(records, dataset):
              "| uni99 HR@10 | uni99 N@10 | best valid N@10 (epoch) | s to best valid | peak RSS MiB | item params "
              "| code, threads, machine |", "|" + "---|" * 13]
     for (label, _, _, threads, machine), runs in sorted(groups.items(), key=lambda kv: kv[0]):
-        ok = [r for r in runs if r.get("returncode") == 0 and r.get("test_result_by_protocol")]
+        ok = [r for r in runs if succeeded(r)]
         cells = []
         for protocol in ("history_kept", "history_removed"):
             for metric in ("recall@10", "ndcg@10"):
