@@ -19,16 +19,10 @@ from collections import defaultdict
 from benchmarks.figures import finish_figure, versions_text
 from benchmarks.headline import read_rows, refuse_mixed_runs
 from benchmarks.property_sweep import PROTOCOLS, cell, mean_sd, summarise
-from benchmarks.report import succeeded, threads_used, write_markdown_report
+from benchmarks.report import best_epoch, succeeded, threads_used, write_markdown_report
 from benchmarks.run import module_command, provenance
 
 STATISTICS = {"activation": "codewords in use", "cosine_weight": "learned cosine weight"}
-
-
-def best_epoch(record):
-    """The run's best (tested) epoch, counted from 0: its epochs are logged per training epoch and
-    its validations every ``eval_step``, so the validation index is not always the epoch."""
-    return record["valid_epochs"][record["best_valid_index"]]
 
 
 def best_epoch_codebooks(record):

@@ -23,7 +23,7 @@ from benchmarks.figures import finish_figure, versions_text
 from benchmarks.property_sweep import (METRICS, PROTOCOLS, cell, covered, retest_cell, runs_code, seen_share_cell,
                                        summarise)
 from benchmarks.recipes import RETEST_MODE, RETEST_NEGATIVES
-from benchmarks.report import PUBLISHED_SEEN_REMOVED, succeeded, threads_used, warnings_of, write_markdown_report
+from benchmarks.report import PUBLISHED_SEEN_REMOVED, best_epoch, succeeded, threads_used, warnings_of, write_markdown_report
 from benchmarks.run import RESULTS_DIR, module_command, provenance, slug
 
 
@@ -89,7 +89,7 @@ def summarise_rows(rows):
     for name, records in rows:
         row = summarise(records, name)
         ok = [r for r in records if succeeded(r)]
-        row["best_epochs"] = [r["best_valid_index"] + 1 for r in ok if r.get("best_valid_index") is not None]
+        row["best_epochs"] = [best_epoch(r) + 1 for r in ok if best_epoch(r) is not None]
         row["peak_memory_mib"] = max((r["peak_memory_mib"] for r in ok if r.get("peak_memory_mib")), default=None)
         row["warnings"] = sorted({w for r in records for w in warnings_of(r)})
         row["files"] = [r["file"] for r in records]

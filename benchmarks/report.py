@@ -43,6 +43,16 @@ def succeeded(record):
     return record.get("returncode") == 0 and bool(record.get("test_result_by_protocol"))
 
 
+def best_epoch(record):
+    """The run's best (tested) epoch, counted from 0, or None if it recorded none. Validation runs
+    every ``eval_step`` epochs, so the validation index is the epoch only at ``eval_step`` 1; runs
+    that did not record ``valid_epochs`` all validated every epoch."""
+    index = record.get("best_valid_index")
+    if index is None:
+        return None
+    return record["valid_epochs"][index] if record.get("valid_epochs") else index
+
+
 def write_markdown_report(path, title, command, about, body):
     """One layout for a benchmark's markdown file: title, the command that built it, what its
     columns mean, then ``body`` (its table and anything after it)."""

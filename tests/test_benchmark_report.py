@@ -148,6 +148,17 @@ def test_headline_rows_average_their_files_and_change_against_the_first(tmp_path
     assert "| new | 1 (0) | 0.1000 | 0.0450 | 0.2000 | 0.0450 | 0.3300 |" in text  # one run: no spread shown
 
 
+def test_headline_best_epoch_is_the_epoch_validated_not_the_validation_count(tmp_path, monkeypatch):
+    import benchmarks.headline as headline
+
+    monkeypatch.setattr(headline, "RESULTS_DIR", str(tmp_path))
+    every_second = dict(recipe_record(1, "h", 0.02, 0.04), best_valid_index=2, valid_epochs=[1, 3, 5, 7])
+    older = dict(recipe_record(2, "h", 0.02, 0.04), best_valid_index=4)  # no valid_epochs: validated every epoch
+    write_records(tmp_path, "run", [every_second, older])
+    (row,) = headline.summarise_rows(headline.load_rows("D", ["run=run-s*.json"]))
+    assert row["best_epochs"] == [6, 5]  # third validation ran after epoch 5 (from 0): the 6th epoch
+
+
 def test_headline_refuses_mixed_machines_and_rows_without_files(tmp_path, monkeypatch):
     import pytest
 
