@@ -14,6 +14,11 @@ the eSASRec benchmark's), with the item-representation parameter counts.
     python benchmarks/item_repr_table.py --dataset Amazon_Beauty --epochs 200 --seeds 2020 2021 2022 \
         --reprs id,ngram1,ngram2,ngram2_k64,spm,hash,unified \
         --config_files properties/recipe/unified_ss.yaml --set hidden_size=256
+    # the same table in two halves side by side (one CPU core each), then joined
+    OMP_NUM_THREADS=1 python benchmarks/item_repr_table.py ... --reprs id,ngram1,ngram2 --out half_a &
+    OMP_NUM_THREADS=1 python benchmarks/item_repr_table.py ... --reprs ngram2_k64,spm,hash,unified --out half_b
+    python benchmarks/item_repr_table.py ... --reprs id,ngram1,ngram2,ngram2_k64,spm,hash,unified \
+        --merge half_a.json half_b.json
 
 Each run's overall numbers with seen items kept are also taken from RecBole's own evaluator
 and checked against the slice code's (``matches_recbole`` in the JSON).
@@ -92,6 +97,10 @@ def parse_args(argv=None):
     parser.add_argument("--resume", action="store_true",
                         help="keep the runs of an existing <out>.json made with the same settings and train "
                              "only the representation / seed pairs it lacks (a long table finished in pieces)")
+    parser.add_argument("--merge", nargs="+", default=[], metavar="TABLE.json",
+                        help="start from the runs of these tables (the same settings, disjoint representation / "
+                             "seed pairs: e.g. two halves of one table run side by side) and train only what "
+                             "they lack")
     args = parser.parse_args(argv)
     if args.quick:
         args.dataset = "ml-100k" if args.dataset == parser.get_default("dataset") else args.dataset
@@ -155,10 +164,9 @@ def train_and_evaluate(name, model_name, properties, args, extra, seed=None):
         best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
         train_seconds = time.time() - start
         test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
-        slices = evaluate_slices(trainer.model, test_data, train_data._dataset, topk=[K])
         seen_mask = SeenItemMask(train_data._dataset, trainer.device)
-        slices_seen_removed = evaluate_slices(trainer.model, test_data, train_data._dataset, topk=[K],
-                                              seen_mask=seen_mask)
+        slices, slices_seen_removed = evaluate_slices(trainer.model, test_data, train_data._dataset, topk=[K],
+                                                      seen_mask=[None, seen_mask])  # one scoring pass
         if not args.keep_checkpoints and os.path.isfile(trainer.saved_model_file):
             os.remove(trainer.saved_model_file)
         counts, main_count = table_parameter_counts(trainer.model)
@@ -330,24 +338,32 @@ def write_report(report, out):
 RESUME_KEYS = ("dataset", "epochs", "cold_item_ratio", "extra_properties", "config_files")
 
 
-def resumed_report(report, out):
-    """``report`` (a new table's header) holding the runs of ``<out>.json`` when that was made
-    with the same settings (as far as it records them: older reports lack ``config_files``);
-    the earlier commands are kept in ``earlier_commands``."""
-    path = out + ".json"
-    if not os.path.isfile(path):
-        return report
-    with open(path) as f:
-        earlier = json.load(f)
-    differing = [key for key in RESUME_KEYS if key in earlier and earlier[key] != report[key]]  # as recorded
-    if differing:
-        raise SystemExit(f"--resume: {path} was made with other settings ({', '.join(differing)}: "
-                         f"{[earlier.get(key) for key in differing]} there, {[report[key] for key in differing]} "
-                         "now); choose another --out or the same settings.")
-    report["earlier_commands"] = earlier.get("earlier_commands", []) + [
-        {"command": earlier["command"], "git_describe": earlier.get("git_describe"),
-         "versions": earlier.get("versions")}]
-    report["runs"] = earlier["runs"]
+def resumed_report(report, paths):
+    """``report`` (a new table's header) holding the runs of each earlier table in ``paths``
+    (``<out>.json`` for ``--resume``, the halves of a table run side by side for ``--merge``)
+    when it was made with the same settings (as far as it records them: older reports lack
+    ``config_files``); the earlier commands are kept in ``earlier_commands``. A representation
+    and seed found in two of them is refused: which run counts would be a guess."""
+    for path in paths:
+        if not os.path.isfile(path):
+            continue
+        with open(path) as f:
+            earlier = json.load(f)
+        differing = [key for key in RESUME_KEYS if key in earlier and earlier[key] != report[key]]  # as recorded
+        if differing:
+            raise SystemExit(f"{path} was made with other settings ({', '.join(differing)}: "
+                             f"{[earlier.get(key) for key in differing]} there, {[report[key] for key in differing]} "
+                             "now); choose another --out or the same settings.")
+        report["earlier_commands"] = report.get("earlier_commands", []) + earlier.get("earlier_commands", []) + [
+            {"command": earlier["command"], "git_describe": earlier.get("git_describe"),
+             "versions": earlier.get("versions")}]
+        for name, runs in earlier["runs"].items():
+            have = {run["seed"] for run in report["runs"].get(name, [])}
+            twice = sorted(have & {run["seed"] for run in runs})
+            if twice:
+                raise SystemExit(f"{path}: {name} seed(s) {twice} are also in another table given; "
+                                 "merge tables of disjoint representation / seed pairs.")
+            report["runs"].setdefault(name, []).extend(runs)
     report["results"] = {name: aggregate(runs) for name, runs in report["runs"].items()}
     return report
 
@@ -369,8 +385,11 @@ def main(argv=None):
         "results": {},  # per representation: mean ± sd over its seeds (aggregate)
         "runs": {},  # per representation: one record per seed
     }
-    if args.resume:
-        report = resumed_report(report, args.out)
+    earlier_tables = args.merge + ([args.out + ".json"] if args.resume else [])
+    missing = [path for path in args.merge if not os.path.isfile(path)]
+    if missing:
+        raise SystemExit(f"--merge: no such table {missing}")
+    report = resumed_report(report, earlier_tables)
     for name in args.reprs:
         model_name, properties = REPRESENTATIONS[name]
         for seed in args.seeds or [None]:
@@ -386,6 +405,7 @@ def main(argv=None):
             print(f"[{name} seed {run['seed']}] R@{K}={overall[f'recall@{K}']:.4f} N@{K}={overall[f'ndcg@{K}']:.4f} "
                   f"({time.time() - start:.0f}s)", flush=True)
             write_report(report, args.out)  # partial results survive a later failure
+    write_report(report, args.out)  # a merge or resume with nothing left to train writes the table too
     print(markdown_report(report))
     print(f"Wrote {args.out}.json, {args.out}.md and {args.out}.png")
     return report

@@ -396,6 +396,28 @@ def test_representation_table_resumes_with_the_runs_it_has_and_refuses_other_set
         main([arg if arg != "1" else "2" for arg in common] + ["--seeds", "2022", "--resume"])
 
 
+def test_representation_table_merges_halves_run_side_by_side_and_refuses_a_run_given_twice(tiny_dataset, tmp_path):
+    from benchmarks.item_repr_table import main
+    from conftest import SMALL_SASREC
+
+    common = ["--dataset", tiny_dataset.name, "--epochs", "1", "--reprs", "id",
+              "--config_files", str(tiny_dataset.yaml_path), "--set", f"data_path={tiny_dataset.data_path}",
+              *[f"{key}={value}" for key, value in SMALL_SASREC.items() if key != "epochs"]]
+    halves = [main(common + ["--seeds", str(seed), "--out", str(tmp_path / f"half{seed}")])["runs"]["id"][0]
+              for seed in (2020, 2021)]
+    merged = main(common + ["--seeds", "2020", "2021", "--out", str(tmp_path / "whole"),
+                            "--merge", str(tmp_path / "half2020.json"), str(tmp_path / "half2021.json")])
+    assert [run["train_seconds"] for run in merged["runs"]["id"]] == [run["train_seconds"] for run in halves]
+    assert merged["results"]["id"]["seeds"] == [2020, 2021]
+    assert len(merged["earlier_commands"]) == 2 and "--out" in merged["earlier_commands"][1]["command"]
+    assert json.loads((tmp_path / "whole.json").read_text())["results"]["id"]["seeds"] == [2020, 2021]
+    with pytest.raises(SystemExit, match=r"id seed\(s\) \[2020\]"):
+        main(common + ["--seeds", "2020", "--out", str(tmp_path / "twice"),
+                       "--merge", str(tmp_path / "half2020.json"), str(tmp_path / "whole.json")])
+    with pytest.raises(SystemExit, match="no such table"):
+        main(common + ["--seeds", "2020", "--out", str(tmp_path / "none"), "--merge", str(tmp_path / "absent.json")])
+
+
 def test_codebook_health_reads_each_run_at_its_best_epoch_before_any_reseeding(tmp_path, monkeypatch):
     import benchmarks.codebook_health as codebook_health
     import benchmarks.headline as headline

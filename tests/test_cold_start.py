@@ -184,3 +184,16 @@ def test_slice_metrics_match_recbole_overall_and_one_slice_equals_overall(tiny_d
     single = slice_metrics(model, test_data, {"all": one_slice}, topk=[1, 3])
     assert single["all"] == {**single["overall"], "n_items": dataset.item_num - 1}
     assert single["overall"]["recall@3"] == results["overall"]["recall@3"]
+
+    # both protocols from one scoring pass: the same numbers as two passes, the model scored
+    # once per batch, and in either order (the mask must not leak into the other ranking)
+    calls = []
+    full_sort_predict = model.full_sort_predict
+    model.full_sort_predict = lambda interaction: calls.append(1) or full_sort_predict(interaction)
+    kept, removed_once = evaluate_slices(model, test_data, train_data._dataset, seen_mask=[None, mask])
+    del model.full_sort_predict
+    assert len(calls) == len(test_data)
+    assert kept == results and removed_once == removed and kept != removed
+    assert evaluate_slices(model, test_data, train_data._dataset, seen_mask=[mask, None]) == [removed, results]
+    with pytest.raises(ValueError, match="non-empty list"):
+        evaluate_slices(model, test_data, train_data._dataset, seen_mask=[])

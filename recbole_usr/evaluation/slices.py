@@ -90,6 +90,15 @@ def popularity_slices(counts, thresholds=DEFAULT_POPULARITY_SLICES):
     }
 
 
+def _as_mask_list(seen_mask):
+    """``(masks, one)``: ``seen_mask`` as a list, and whether the caller passed a single one."""
+    if isinstance(seen_mask, (list, tuple)):
+        if not seen_mask:
+            raise ValueError("seen_mask: give a mask, None, or a non-empty list of them.")
+        return list(seen_mask), False
+    return [seen_mask], True
+
+
 @torch.no_grad()
 def target_ranks(model, eval_data, max_k, seen_mask=None):
     """``(targets [R], ranks [R])`` over the rows of a full-sort ``eval_data``.
@@ -97,36 +106,40 @@ def target_ranks(model, eval_data, max_k, seen_mask=None):
     ``rank`` is the target's 1-based position among RecBole's top ``max_k`` (0 when not
     there), from the scores RecBole's trainer would compute; with ``seen_mask`` (a
     :class:`~recbole_usr.evaluation.seen_items.SeenItemMask`) each row's seen items are
-    removed first, the eSASRec benchmark's protocol.
+    removed first, the eSASRec benchmark's protocol. A list of masks (``None`` = seen items
+    kept) scores every row once and ranks it under each: ``(targets, [ranks per mask])``.
     """
+    masks, one = _as_mask_list(seen_mask)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     n_items = eval_data._dataset.item_num
-    all_targets, all_ranks = [], []
+    all_targets, all_ranks = [], [[] for _ in masks]
     try:
         for interaction, history_index, positive_u, positive_i in eval_data:
             scores = model.full_sort_predict(interaction.to(device)).view(-1, n_items)
             scores[:, 0] = -np.inf
             if history_index is not None:
                 scores[history_index] = -np.inf
-            if seen_mask is not None:
-                scores = seen_mask.apply(interaction, scores)
             if len(positive_u) != scores.shape[0] or not torch.equal(
                 positive_u.cpu(), torch.arange(scores.shape[0])
             ):
                 raise ValueError("Slice metrics need one target per row (sequential leave-one-out data).")
             positive_i = positive_i.to(scores.device)
-            top = torch.topk(scores, min(max_k, n_items), dim=-1).indices
-            match = top == positive_i[:, None]
-            ranks = torch.where(match.any(dim=1), match.int().argmax(dim=1) + 1, torch.zeros_like(positive_i))
+            for mask, ranks_of_mask in zip(masks, all_ranks):
+                masked = scores if mask is None else mask.apply(interaction, scores.clone())
+                top = torch.topk(masked, min(max_k, n_items), dim=-1).indices
+                match = top == positive_i[:, None]
+                ranks = torch.where(match.any(dim=1), match.int().argmax(dim=1) + 1, torch.zeros_like(positive_i))
+                ranks_of_mask.append(ranks.cpu())
             all_targets.append(positive_i.cpu())
-            all_ranks.append(ranks.cpu())
     finally:
         model.train(was_training)
     if not all_targets:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return torch.cat(all_targets).numpy(), torch.cat(all_ranks).numpy()
+        empty = np.zeros(0, dtype=np.int64)
+        return (empty, empty) if one else (empty, [empty for _ in masks])
+    ranks = [torch.cat(r).numpy() for r in all_ranks]
+    return torch.cat(all_targets).numpy(), ranks[0] if one else ranks
 
 
 def metrics_from_ranks(ranks, topk):
@@ -145,17 +158,22 @@ def slice_metrics(model, eval_data, slices, topk=(10,), seen_mask=None):
 
     ``slices`` maps a name to a bool mask over item ids; a row counts in a slice when its
     target is in the mask. Each entry also gives ``n_items`` (items in the slice).
-    ``seen_mask``: rank with each row's seen items removed (:func:`target_ranks`).
+    ``seen_mask``: rank with each row's seen items removed (:func:`target_ranks`); a list of
+    masks gives one such dict per mask, from one scoring pass.
     """
+    masks, one = _as_mask_list(seen_mask)
     topk = sorted({int(k) for k in topk})
-    targets, ranks = target_ranks(model, eval_data, max(topk), seen_mask)
-    results = {"overall": metrics_from_ranks(ranks, topk)}
-    results["overall"]["n_items"] = int(eval_data._dataset.item_num - 1)
-    for name, mask in slices.items():
-        mask = np.asarray(mask, dtype=bool)
-        results[name] = metrics_from_ranks(ranks[mask[targets]], topk)
-        results[name]["n_items"] = int(mask.sum())
-    return results
+    targets, ranks_per_mask = target_ranks(model, eval_data, max(topk), masks)
+    per_mask = []
+    for ranks in ranks_per_mask:
+        results = {"overall": metrics_from_ranks(ranks, topk)}
+        results["overall"]["n_items"] = int(eval_data._dataset.item_num - 1)
+        for name, mask in slices.items():
+            mask = np.asarray(mask, dtype=bool)
+            results[name] = metrics_from_ranks(ranks[mask[targets]], topk)
+            results[name]["n_items"] = int(mask.sum())
+        per_mask.append(results)
+    return per_mask[0] if one else per_mask
 
 
 def evaluate_slices(model, eval_data, train_dataset, thresholds=None, topk=None, seen_mask=None):
@@ -163,7 +181,8 @@ def evaluate_slices(model, eval_data, train_dataset, thresholds=None, topk=None,
 
     ``thresholds`` default to the ``popularity_slices`` property (else 0.2, 0.8), ``topk``
     to the ``topk`` property; popularity is counted on ``train_dataset``. ``seen_mask``: the
-    same with each row's seen items removed from the ranking (:func:`target_ranks`).
+    same with each row's seen items removed from the ranking (:func:`target_ranks`);
+    ``[None, mask]`` gives both protocols, in that order, from one scoring pass.
     """
     config = train_dataset.config
     if thresholds is None:
