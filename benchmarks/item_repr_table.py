@@ -394,7 +394,7 @@ def main(argv=None):
         model_name, properties = REPRESENTATIONS[name]
         for seed in args.seeds or [None]:
             if seed is not None and seed in {run["seed"] for run in report["runs"].get(name, [])}:
-                print(f"[{name} seed {seed}] kept from {args.out}.json", flush=True)
+                print(f"[{name} seed {seed}] kept from {', '.join(earlier_tables)}", flush=True)
                 continue
             start = time.time()
             run = train_and_evaluate(name, model_name, properties, args, extra, seed)
