@@ -126,8 +126,11 @@ def target_ranks(model, eval_data, max_k, seen_mask=None):
             ):
                 raise ValueError("Slice metrics need one target per row (sequential leave-one-out data).")
             positive_i = positive_i.to(scores.device)
-            for mask, ranks_of_mask in zip(masks, all_ranks):
-                masked = scores if mask is None else mask.apply(interaction, scores.clone())
+            for position, (mask, ranks_of_mask) in enumerate(zip(masks, all_ranks)):
+                if mask is None:
+                    masked = scores
+                else:  # a mask writes -inf in place: only the last ranking may take the scores themselves
+                    masked = mask.apply(interaction, scores if position == len(masks) - 1 else scores.clone())
                 top = torch.topk(masked, min(max_k, n_items), dim=-1).indices
                 match = top == positive_i[:, None]
                 ranks = torch.where(match.any(dim=1), match.int().argmax(dim=1) + 1, torch.zeros_like(positive_i))
