@@ -113,24 +113,36 @@ def equivalent_result(dataset, token, seed, threads, extra):
     recipe's own default spelt out is the same run; read from the recipe files at the run's
     commit) but for a ``train_time_budget`` it never reached (it stopped itself within this
     run's budget, so the budget decided nothing), or ``None``; the first by file name where
-    several qualify. ``--reuse`` then takes it instead of training again. Runs of uncommitted
-    code are never taken."""
+    several qualify. A run the budget stopped is taken only under the same budget on the same
+    kind of machine, where training again would stop at the same wall-clock point. ``--reuse``
+    then takes it instead of training again. Runs of uncommitted code are never taken."""
     wanted = effective_settings(token, extra)
     defaults = yaml.safe_load(file_at(MODEL_DEFAULTS)) or {}
     budget = extra.get(BUDGET, recipe_settings(token).get(BUDGET))
-    limit = float("inf") if budget in (None, "None") else float(budget)
+    limit = budget_seconds(budget)
     for path in sorted(glob.glob(os.path.join(RESULTS_DIR, f"recipe-{slug(dataset)}-*-s{seed}-*.json"))):
         with open(path) as f:
             record = json.load(f)
         if (record.get("dataset"), record.get("seed"), record.get("threads"), record.get("returncode"),
-                record.get("git_dirty")) != (dataset, seed, threads, 0, False) or record.get("stopped_by_time_budget"):
+                record.get("git_dirty")) != (dataset, seed, threads, 0, False):
             continue
-        settings = effective_settings(record.get("label", ""), record.get("overrides") or {},
-                                      record.get("git_commit"))
-        if settings is not None and same_settings(wanted, settings, defaults) \
-                and record.get("train_seconds", float("inf")) < limit:
+        overrides = record.get("overrides") or {}
+        if record.get("stopped_by_time_budget"):
+            theirs = overrides.get(BUDGET, (recipe_settings(record.get("label", ""), record.get("git_commit"))
+                                            or {}).get(BUDGET))
+            if budget_seconds(theirs) != limit or record.get("machine") != machine_name():
+                continue
+        elif record.get("train_seconds", float("inf")) >= limit:
+            continue
+        settings = effective_settings(record.get("label", ""), overrides, record.get("git_commit"))
+        if settings is not None and same_settings(wanted, settings, defaults):
             return path
     return None
+
+
+def budget_seconds(budget):
+    """A ``train_time_budget`` as seconds; none is no limit."""
+    return float("inf") if budget in (None, "None") else float(budget)
 
 
 def same_settings(wanted, theirs, defaults):

@@ -307,6 +307,32 @@ def test_reuse_takes_a_run_whose_time_budget_decided_nothing(tmp_path, monkeypat
     assert recipes.equivalent_result("D", "unified_ss+id_dim=4", 1, 1, {"n_layers": "2"}) is None
 
 
+def test_reuse_takes_a_budget_stopped_run_only_under_its_own_budget_and_machine(tmp_path, monkeypatch):
+    import json
+
+    import benchmarks.recipes as recipes
+
+    monkeypatch.setattr(recipes, "RESULTS_DIR", str(tmp_path))
+    monkeypatch.setattr(recipes, "machine_name", lambda: "this CPU")
+
+    def write(name, **fields):
+        record = {"label": "unified_ss+id_dim=4", "dataset": "D", "seed": 1, "threads": 1, "returncode": 0,
+                  "git_commit": None, "git_dirty": False, "stopped_by_time_budget": True, "train_seconds": 5010.0,
+                  "machine": "this CPU", "overrides": {"id_dim": "4", "train_time_budget": "5000"}}
+        record.update(fields)
+        (tmp_path / f"recipe-d-unified-ss-id-dim-4-s1-{name}.json").write_text(json.dumps(record))
+
+    write("a-elsewhere", machine="another GPU")
+    assert recipes.equivalent_result("D", "unified_ss+id_dim=4", 1, 1, {"train_time_budget": "5000"}) is None
+    write("b-here")
+    here = str(tmp_path / "recipe-d-unified-ss-id-dim-4-s1-b-here.json")
+    assert recipes.equivalent_result("D", "unified_ss+id_dim=4", 1, 1, {"train_time_budget": "5000.0"}) == here
+    # a longer budget would have trained on, a shorter one stopped sooner, none never: other runs
+    for budget in ("6000", "4000"):
+        assert recipes.equivalent_result("D", "unified_ss+id_dim=4", 1, 1, {"train_time_budget": budget}) is None
+    assert recipes.equivalent_result("D", "unified_ss+id_dim=4", 1, 1, {}) is None
+
+
 def test_an_edited_recipe_file_gives_its_runs_another_result_file(tmp_path, monkeypatch):
     import benchmarks.recipes as recipes
 
