@@ -118,8 +118,7 @@ def equivalent_result(dataset, token, seed, threads, extra):
     then takes it instead of training again. Runs of uncommitted code are never taken."""
     wanted = effective_settings(token, extra)
     defaults = yaml.safe_load(file_at(MODEL_DEFAULTS)) or {}
-    budget = extra.get(BUDGET, recipe_settings(token).get(BUDGET))
-    limit = budget_seconds(budget)
+    limit = budget_seconds(token, extra)
     for path in sorted(glob.glob(os.path.join(RESULTS_DIR, f"recipe-{slug(dataset)}-*-s{seed}-*.json"))):
         with open(path) as f:
             record = json.load(f)
@@ -128,9 +127,8 @@ def equivalent_result(dataset, token, seed, threads, extra):
             continue
         overrides = record.get("overrides") or {}
         if record.get("stopped_by_time_budget"):
-            theirs = overrides.get(BUDGET, (recipe_settings(record.get("label", ""), record.get("git_commit"))
-                                            or {}).get(BUDGET))
-            if budget_seconds(theirs) != limit or record.get("machine") != machine_name():
+            theirs = budget_seconds(record.get("label", ""), overrides, record.get("git_commit"))
+            if theirs != limit or record.get("machine") != machine_name():
                 continue
         elif record.get("train_seconds", float("inf")) >= limit:
             continue
@@ -140,8 +138,10 @@ def equivalent_result(dataset, token, seed, threads, extra):
     return None
 
 
-def budget_seconds(budget):
-    """A ``train_time_budget`` as seconds; none is no limit."""
+def budget_seconds(token, extra, commit=None):
+    """The ``train_time_budget`` a run of ``token`` with ``--set extra`` is given (its recipe
+    files now or at ``commit``), in seconds; none is no limit."""
+    budget = extra.get(BUDGET, (recipe_settings(token, commit) or {}).get(BUDGET))
     return float("inf") if budget in (None, "None") else float(budget)
 
 
