@@ -173,6 +173,24 @@ def write_markdown(path, info, table):
                           "seen-removed protocol drops).", lines)
 
 
+def draw_panel(ax, rows, metric, protocols):
+    """One metric against the swept value, one line per protocol. The y-axis starts at 0 so
+    that one seed's noise does not fill the panel, and a run stopped by ``train_time_budget``
+    (‡, not converged) is drawn hollow."""
+    for protocol, name in protocols.items():
+        means = [r[f"{protocol}/{metric}"][0] for r in rows]
+        sds = [r[f"{protocol}/{metric}"][1] for r in rows]
+        xs = [j for j, m in enumerate(means) if m is not None]
+        ax.errorbar(xs, [means[j] for j in xs], yerr=[sds[j] for j in xs], capsize=3,
+                    color=COLORS[protocol], label=name)
+        for stopped in (False, True):
+            picked = [j for j in xs if bool(rows[j]["stopped_by_time_budget"]) == stopped]
+            ax.plot(picked, [means[j] for j in picked], linestyle="none", marker="o", markersize=7,
+                    markeredgewidth=1.5, color=COLORS[protocol],
+                    markerfacecolor="white" if stopped else COLORS[protocol])
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.05)
+
+
 def write_plot(path, info, table):
     import matplotlib
 
@@ -184,12 +202,7 @@ def write_plot(path, info, table):
     for row_axes, (dataset, rows) in zip(axes, table.items()):
         labels = [str(r["value"]) for r in rows]
         for ax, (metric, protocols) in zip(row_axes, panels):
-            for protocol, name in protocols.items():
-                means = [r[f"{protocol}/{metric}"][0] for r in rows]
-                sds = [r[f"{protocol}/{metric}"][1] for r in rows]
-                xs = [j for j, m in enumerate(means) if m is not None]
-                ax.errorbar(xs, [means[j] for j in xs], yerr=[sds[j] for j in xs], marker="o", capsize=3,
-                            color=COLORS[protocol], label=name)
+            draw_panel(ax, rows, metric, protocols)
             ax.set_xticks(range(len(rows)))
             ax.set_xticklabels([f"{label}\n{r['item_table']:,}" if r["item_table"] else label
                                 for label, r in zip(labels, rows)], fontsize=7)
@@ -198,9 +211,15 @@ def write_plot(path, info, table):
             ax.set_title(dataset, fontsize=9)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    codes = runs_code(row for rows in table.values() for row in rows)
-    finish_figure(fig, path, f"{info['command']} | built at {info['git_describe']} | runs: {codes} | "
-                  f"seeds {info['seeds']} | {info['threads']} thread(s) | {info['versions']}", sweep_title(info))
+    all_rows = [row for rows in table.values() for row in rows]
+    notes = []
+    if all(len(row["seeds"]) <= 1 for row in all_rows):
+        notes.append("one seed per point, so no error bars")
+    if any(row["stopped_by_time_budget"] for row in all_rows):
+        notes.append("hollow: stopped by train_time_budget (not converged)")
+    title = sweep_title(info) + (f" ({'; '.join(notes)})" if notes else "")
+    finish_figure(fig, path, f"{info['command']} | built at {info['git_describe']} | runs: {runs_code(all_rows)} | "
+                  f"seeds {info['seeds']} | {info['threads']} thread(s) | {info['versions']}", title)
 
 
 def main(argv=None):

@@ -214,6 +214,26 @@ def test_property_sweep_table_shows_spread_only_where_there_are_several_seeds(tm
     assert "0.1500 ± 0.0707" in two
 
 
+def test_property_sweep_panel_starts_at_zero_and_draws_budget_stopped_runs_hollow():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from benchmarks.property_sweep import draw_panel, summarise
+
+    converged = dict(recipe_record(1, "h", 0.30, 0.32), parameter_counts={"item_embedding": 1})
+    stopped = dict(recipe_record(1, "h", 0.31, 0.33), parameter_counts={"item_embedding": 1},
+                   stopped_by_time_budget=True)
+    rows = [summarise([converged], "8"), summarise([stopped], "16")]
+    fig, ax = plt.subplots()
+    draw_panel(ax, rows, "ndcg@10", {"history_kept": "kept"})
+    assert ax.get_ylim()[0] == 0  # not zoomed onto 0.30..0.31
+    filled = {tuple(line.get_xdata()): line.get_markerfacecolor() for line in ax.get_lines()
+              if line.get_marker() == "o"}
+    assert filled[(0,)] != "white" and filled[(1,)] == "white"
+    plt.close(fig)
+
+
 def test_property_sweep_names_the_code_of_every_run_it_reuses(tmp_path):
     from benchmarks.property_sweep import summarise, write_markdown
 
