@@ -390,6 +390,7 @@ def main(argv=None):
     if missing:
         raise SystemExit(f"--merge: no such table {missing}")
     report = resumed_report(report, earlier_tables)
+    written = False
     for name in args.reprs:
         model_name, properties = REPRESENTATIONS[name]
         for seed in args.seeds or [None]:
@@ -405,7 +406,9 @@ def main(argv=None):
             print(f"[{name} seed {run['seed']}] R@{K}={overall[f'recall@{K}']:.4f} N@{K}={overall[f'ndcg@{K}']:.4f} "
                   f"({time.time() - start:.0f}s)", flush=True)
             write_report(report, args.out)  # partial results survive a later failure
-    write_report(report, args.out)  # a merge or resume with nothing left to train writes the table too
+            written = True
+    if not written:  # a merge or resume with nothing left to train writes the table too
+        write_report(report, args.out)
     print(markdown_report(report))
     print(f"Wrote {args.out}.json, {args.out}.md and {args.out}.png")
     return report

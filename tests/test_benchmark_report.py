@@ -419,7 +419,9 @@ def test_representation_table_marks_a_run_its_time_budget_stopped(tiny_dataset, 
     assert "(1 ‡ epochs)" in (tmp_path / "table.md").read_text()
 
 
-def test_representation_table_resumes_with_the_runs_it_has_and_refuses_other_settings(tiny_dataset, tmp_path):
+def test_representation_table_resumes_with_the_runs_it_has_and_refuses_other_settings(tiny_dataset, tmp_path,
+                                                                                        monkeypatch):
+    import benchmarks.item_repr_table as item_repr_table
     from benchmarks.item_repr_table import main
     from conftest import SMALL_SASREC
 
@@ -431,7 +433,11 @@ def test_representation_table_resumes_with_the_runs_it_has_and_refuses_other_set
     written = json.loads((tmp_path / "table.json").read_text())
     written["versions"]["torch"] = "0.0-earlier-session"  # as if the first runs were made under other packages
     (tmp_path / "table.json").write_text(json.dumps(written))
+    writes = []
+    monkeypatch.setattr(item_repr_table, "write_report",
+                        lambda *args, write=item_repr_table.write_report: writes.append(write(*args)))
     report = main(common + ["--seeds", "2020", "2021", "--resume"])
+    assert len(writes) == 1  # once, after the one run it trained (not again at the end)
     assert [run["seed"] for run in report["runs"]["id"]] == [2020, 2021]
     assert report["runs"]["id"][0]["train_seconds"] == first["train_seconds"]  # kept, not retrained
     assert report["results"]["id"]["seeds"] == [2020, 2021]
